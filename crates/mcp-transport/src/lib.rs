@@ -1,0 +1,16 @@
+//! The MCP protocol layer shared by every Hangar component: the JSON-RPC
+//! envelope ([`message`]), protocol eras ([`era`]), SSE encoding ([`sse`]),
+//! request guards ([`guard`]) and the Streamable HTTP server half
+//! ([`server`]) behind the [`service::Service`] seam.
+
+pub mod era;
+pub mod guard;
+pub mod message;
+pub mod server;
+pub mod service;
+pub mod sse;
+pub mod stream;
+
+pub use message::{codes, Kind, Message};
+pub use server::{Limits, ServerConfig, StreamableHttp};
+pub use service::{EventSender, OpenError, RequestContext, Service, Session, UnsolicitedSender};
