@@ -59,6 +59,57 @@ pub fn detect(message: &Message, version_header: Option<&str>) -> Era {
     Era::Legacy
 }
 
+/// A modern request's fault, as a JSON-RPC error code, message and data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+}
+
+/// The version a modern request declares in `_meta`, or -32602 when the
+/// required `_meta` keys (protocol version, client capabilities) are missing.
+pub fn declared_version(message: &Message) -> Result<String, Fault> {
+    let version = message
+        .meta_field(meta::PROTOCOL_VERSION)
+        .and_then(|raw| serde_json::from_str::<String>(&raw).ok());
+    match version {
+        Some(v) if message.meta_field(meta::CLIENT_CAPABILITIES).is_some() => Ok(v),
+        _ => Err(Fault {
+            code: crate::codes::INVALID_PARAMS,
+            message: format!(
+                "Invalid params: _meta must carry \"{}\" and \"{}\"",
+                meta::PROTOCOL_VERSION,
+                meta::CLIENT_CAPABILITIES
+            ),
+            data: None,
+        }),
+    }
+}
+
+/// Every version a dual-era endpoint speaks, newest first (what
+/// `server/discover` lists and -32022 names).
+pub fn supported_versions() -> Vec<&'static str> {
+    MODERN_VERSIONS
+        .iter()
+        .rev()
+        .chain(LEGACY_VERSIONS.iter().rev())
+        .copied()
+        .collect()
+}
+
+/// -32022 unless `version` is a modern version we speak.
+pub fn check_supported(version: &str) -> Result<(), Fault> {
+    if MODERN_VERSIONS.contains(&version) {
+        return Ok(());
+    }
+    Err(Fault {
+        code: crate::codes::UNSUPPORTED_PROTOCOL_VERSION,
+        message: format!("Unsupported protocol version: {version}"),
+        data: Some(serde_json::json!({ "supported": supported_versions(), "requested": version })),
+    })
+}
+
 /// Decodes a header value that may use the `=?base64?…?=` form (2026-07-28, SEP-2243).
 /// Returns `None` when the encoded form is malformed.
 pub fn decode_header_value(value: &str) -> Option<String> {
@@ -106,7 +157,9 @@ mod tests {
 
     #[test]
     fn detects_era_by_meta_or_header_not_method() {
-        let legacy = Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#).unwrap();
+        let legacy =
+            Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#)
+                .unwrap();
         assert_eq!(detect(&legacy, None), Era::Legacy);
         assert_eq!(detect(&legacy, Some("2025-06-18")), Era::Legacy);
         assert_eq!(detect(&legacy, Some("2026-07-28")), Era::Modern);
@@ -125,6 +178,9 @@ mod tests {
         assert!(enc.starts_with("=?base64?"));
         assert_eq!(decode_header_value(&enc).as_deref(), Some(odd));
         assert_eq!(decode_header_value("=?base64?!!!?="), None);
-        assert_eq!(encode_header_value("=?base64?x?=").starts_with("=?base64?"), true);
+        assert_eq!(
+            encode_header_value("=?base64?x?=").starts_with("=?base64?"),
+            true
+        );
     }
 }

@@ -44,7 +44,9 @@ impl OriginPolicy {
         let Some(origin) = headers.get(ORIGIN) else {
             return Ok(()); // not a browser: nothing to rebind
         };
-        let origin = origin.to_str().map_err(|_| "Origin header is not allowed")?;
+        let origin = origin
+            .to_str()
+            .map_err(|_| "Origin header is not allowed")?;
         if self.allowed_origins.iter().any(|o| o == origin) {
             return Ok(());
         }
@@ -91,7 +93,8 @@ pub fn bearer_matches(headers: &HeaderMap, expected: &str) -> bool {
     let Some((scheme, token)) = value.split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer") && bool::from(token.trim().as_bytes().ct_eq(expected.as_bytes()))
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(token.trim().as_bytes().ct_eq(expected.as_bytes()))
 }
 
 /// What the client said it accepts.
@@ -105,11 +108,22 @@ impl Accept {
     /// A missing header accepts anything (curl, simple clients).
     pub fn from_headers(headers: &HeaderMap) -> Accept {
         let Some(value) = headers.get(ACCEPT).and_then(|v| v.to_str().ok()) else {
-            return Accept { json: true, sse: true };
+            return Accept {
+                json: true,
+                sse: true,
+            };
         };
-        let mut accept = Accept { json: false, sse: false };
+        let mut accept = Accept {
+            json: false,
+            sse: false,
+        };
         for part in value.split(',') {
-            let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             match media.as_str() {
                 "application/json" | "application/*" => accept.json = true,
                 "text/event-stream" | "text/*" => accept.sse = true,
@@ -156,13 +170,23 @@ mod tests {
     fn loopback_policy_refuses_rebinding() {
         let p = OriginPolicy::for_listener(&"127.0.0.1:8000".parse().unwrap());
         assert!(p.check(&headers(&[("host", "127.0.0.1:8000")])).is_ok());
-        assert!(p.check(&headers(&[("host", "localhost:8000"), ("origin", "http://localhost:3000")])).is_ok());
+        assert!(p
+            .check(&headers(&[
+                ("host", "localhost:8000"),
+                ("origin", "http://localhost:3000")
+            ]))
+            .is_ok());
         assert!(p.check(&headers(&[("host", "[::1]:8000")])).is_ok());
         assert!(p.check(&headers(&[("host", "evil.example.com")])).is_err());
         assert!(p
-            .check(&headers(&[("host", "127.0.0.1:8000"), ("origin", "http://evil.example.com")]))
+            .check(&headers(&[
+                ("host", "127.0.0.1:8000"),
+                ("origin", "http://evil.example.com")
+            ]))
             .is_err());
-        assert!(p.check(&headers(&[("host", "127.0.0.1:8000"), ("origin", "null")])).is_err());
+        assert!(p
+            .check(&headers(&[("host", "127.0.0.1:8000"), ("origin", "null")]))
+            .is_err());
     }
 
     #[test]
@@ -171,32 +195,74 @@ mod tests {
         p.allowed_origins.push("https://app.example.com".into());
         assert!(p.check(&headers(&[("host", "mcp.example.com")])).is_ok());
         assert!(p
-            .check(&headers(&[("host", "mcp.example.com"), ("origin", "https://mcp.example.com")]))
+            .check(&headers(&[
+                ("host", "mcp.example.com"),
+                ("origin", "https://mcp.example.com")
+            ]))
             .is_ok());
         assert!(p
-            .check(&headers(&[("host", "mcp.example.com"), ("origin", "https://app.example.com")]))
+            .check(&headers(&[
+                ("host", "mcp.example.com"),
+                ("origin", "https://app.example.com")
+            ]))
             .is_ok());
         assert!(p
-            .check(&headers(&[("host", "mcp.example.com"), ("origin", "https://evil.example.com")]))
+            .check(&headers(&[
+                ("host", "mcp.example.com"),
+                ("origin", "https://evil.example.com")
+            ]))
             .is_err());
     }
 
     #[test]
     fn bearer_tokens() {
-        assert!(bearer_matches(&headers(&[("authorization", "Bearer s3cret")]), "s3cret"));
-        assert!(bearer_matches(&headers(&[("authorization", "bearer s3cret")]), "s3cret"));
-        assert!(!bearer_matches(&headers(&[("authorization", "Bearer s3cre")]), "s3cret"));
-        assert!(!bearer_matches(&headers(&[("authorization", "Basic s3cret")]), "s3cret"));
+        assert!(bearer_matches(
+            &headers(&[("authorization", "Bearer s3cret")]),
+            "s3cret"
+        ));
+        assert!(bearer_matches(
+            &headers(&[("authorization", "bearer s3cret")]),
+            "s3cret"
+        ));
+        assert!(!bearer_matches(
+            &headers(&[("authorization", "Bearer s3cre")]),
+            "s3cret"
+        ));
+        assert!(!bearer_matches(
+            &headers(&[("authorization", "Basic s3cret")]),
+            "s3cret"
+        ));
         assert!(!bearer_matches(&headers(&[]), "s3cret"));
     }
 
     #[test]
     fn accept_negotiation() {
-        let a = Accept::from_headers(&headers(&[("accept", "application/json, text/event-stream")]));
-        assert_eq!(a, Accept { json: true, sse: true });
+        let a = Accept::from_headers(&headers(&[(
+            "accept",
+            "application/json, text/event-stream",
+        )]));
+        assert_eq!(
+            a,
+            Accept {
+                json: true,
+                sse: true
+            }
+        );
         let a = Accept::from_headers(&headers(&[("accept", "text/event-stream;q=1")]));
-        assert_eq!(a, Accept { json: false, sse: true });
+        assert_eq!(
+            a,
+            Accept {
+                json: false,
+                sse: true
+            }
+        );
         let a = Accept::from_headers(&headers(&[("accept", "text/html")]));
-        assert_eq!(a, Accept { json: false, sse: false });
+        assert_eq!(
+            a,
+            Accept {
+                json: false,
+                sse: false
+            }
+        );
     }
 }

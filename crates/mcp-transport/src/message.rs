@@ -121,7 +121,11 @@ impl Message {
             }
             None => None,
         };
-        let kind = match (&env.method, &id, env.result.is_some() || env.error.is_some()) {
+        let kind = match (
+            &env.method,
+            &id,
+            env.result.is_some() || env.error.is_some(),
+        ) {
             (Some(_), Some(_), false) => Kind::Request,
             (Some(_), None, false) => Kind::Notification,
             (None, _, true) if env.result.is_some() != env.error.is_some() => Kind::Response,
@@ -152,7 +156,12 @@ impl Message {
     }
 
     /// A JSON-RPC error response. `id` is the raw JSON of the request id.
-    pub fn error_response(id: Option<&str>, code: i64, message: &str, data: Option<Value>) -> Message {
+    pub fn error_response(
+        id: Option<&str>,
+        code: i64,
+        message: &str,
+        data: Option<Value>,
+    ) -> Message {
         let mut error = serde_json::json!({ "code": code, "message": message });
         if let Some(data) = data {
             error["data"] = data;
@@ -320,29 +329,46 @@ mod tests {
         let r = Message::parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#).unwrap();
         assert_eq!(r.kind(), Kind::Request);
         assert_eq!(r.id_raw(), Some("7"));
-        let n = Message::parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        let n =
+            Message::parse(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(n.kind(), Kind::Notification);
         let s = Message::parse(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
         assert_eq!(s.kind(), Kind::Response);
-        let e = Message::parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x"}}"#).unwrap();
+        let e = Message::parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":-1,"message":"x"}}"#)
+            .unwrap();
         assert_eq!(e.error_code(), Some(-1));
     }
 
     #[test]
     fn rejects_bad_input_with_the_right_code() {
-        assert_eq!(Message::parse("{nope").unwrap_err().code(), codes::PARSE_ERROR);
-        assert_eq!(Message::parse("[1]").unwrap_err().code(), codes::INVALID_REQUEST);
-        assert_eq!(Message::parse("42").unwrap_err().code(), codes::INVALID_REQUEST);
         assert_eq!(
-            Message::parse(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#).unwrap_err().code(),
+            Message::parse("{nope").unwrap_err().code(),
+            codes::PARSE_ERROR
+        );
+        assert_eq!(
+            Message::parse("[1]").unwrap_err().code(),
             codes::INVALID_REQUEST
         );
         assert_eq!(
-            Message::parse(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).unwrap_err().code(),
+            Message::parse("42").unwrap_err().code(),
             codes::INVALID_REQUEST
         );
         assert_eq!(
-            Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#).unwrap_err().code(),
+            Message::parse(r#"{"jsonrpc":"1.0","id":1,"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            Message::parse(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#)
+                .unwrap_err()
+                .code(),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#)
+                .unwrap_err()
+                .code(),
             codes::INVALID_REQUEST
         );
     }
@@ -353,7 +379,10 @@ mod tests {
         let m = Message::parse(text).unwrap();
         let r = m.with_id("42");
         assert_eq!(r.as_str(), text.replace(r#""orig-1""#, "42"));
-        assert_eq!(r.params_raw(), Some(r#"{"_meta":{"z":1},"weird":[1.50, 1e3]}"#));
+        assert_eq!(
+            r.params_raw(),
+            Some(r#"{"_meta":{"z":1},"weird":[1.50, 1e3]}"#)
+        );
         let back = r.with_id(r#""orig-1""#);
         assert_eq!(back.as_str(), text);
     }

@@ -21,7 +21,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 
@@ -274,7 +274,13 @@ impl Drop for AbortOnDrop {
 impl Inner {
     fn guard(&self, headers: &HeaderMap) -> Result<(), Response> {
         if let Err(why) = self.config.origins.check(headers) {
-            return Err(rpc_error(StatusCode::FORBIDDEN, None, codes::SERVER_ERROR, why, None));
+            return Err(rpc_error(
+                StatusCode::FORBIDDEN,
+                None,
+                codes::SERVER_ERROR,
+                why,
+                None,
+            ));
         }
         if let Some(token) = &self.config.auth_token {
             if !guard::bearer_matches(headers, token) {
@@ -432,7 +438,15 @@ impl Inner {
         };
         let message = match Message::parse(text) {
             Ok(m) => m,
-            Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, e.code(), &e.to_string(), None),
+            Err(e) => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    e.code(),
+                    &e.to_string(),
+                    None,
+                )
+            }
         };
         let version = match self.version_header(headers) {
             Ok(v) => v,
@@ -457,7 +471,10 @@ impl Inner {
                     StatusCode::BAD_REQUEST,
                     message.id_raw(),
                     codes::SERVER_ERROR,
-                    &format!("Bad Request: unsupported MCP-Protocol-Version: {v} (supported: {})", era::LEGACY_VERSIONS.join(", ")),
+                    &format!(
+                        "Bad Request: unsupported MCP-Protocol-Version: {v} (supported: {})",
+                        era::LEGACY_VERSIONS.join(", ")
+                    ),
                     None,
                 );
             }
@@ -495,9 +512,11 @@ impl Inner {
         if full {
             return unavailable("too many sessions; try again later", 5);
         }
-        let requested = message
-            .params()
-            .and_then(|p| p.get("protocolVersion").and_then(Value::as_str).map(str::to_owned));
+        let requested = message.params().and_then(|p| {
+            p.get("protocolVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
         let ctx = RequestContext {
             protocol_version: requested,
         };
@@ -550,7 +569,12 @@ impl Inner {
         resp
     }
 
-    async fn answer_legacy(&self, entry: Arc<SessionEntry>, message: Message, accept: Accept) -> Response {
+    async fn answer_legacy(
+        &self,
+        entry: Arc<SessionEntry>,
+        message: Message,
+        accept: Accept,
+    ) -> Response {
         let id = message.id_raw().unwrap_or("null").to_owned();
         let pending = entry.pending.fetch_add(1, Ordering::SeqCst) + 1;
         let guard = PendingGuard {
@@ -582,7 +606,9 @@ impl Inner {
         match race(accept, &mut events_rx, &mut response_rx).await {
             Outcome::Json(response) => json_response(StatusCode::OK, response.as_str().to_owned()),
             Outcome::Cancelled => cancelled_response(&id),
-            Outcome::Stream { first, ready } => self.stream_legacy(entry, first, events_rx, ready, response_rx),
+            Outcome::Stream { first, ready } => {
+                self.stream_legacy(entry, first, events_rx, ready, response_rx)
+            }
         }
     }
 
@@ -637,7 +663,10 @@ impl Inner {
         }
         if let Ok(Some(v)) = self.version_header(headers) {
             if era::is_modern_version(v) {
-                return plain(StatusCode::METHOD_NOT_ALLOWED, "GET is not part of the 2026-07-28 transport; use subscriptions/listen\n");
+                return plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "GET is not part of the 2026-07-28 transport; use subscriptions/listen\n",
+                );
             }
         }
         let (_, entry) = match self.lookup(headers) {
@@ -698,7 +727,13 @@ impl Inner {
         let session = match self.service.stateless(&ctx).await {
             Ok(s) => s,
             Err(e) => {
-                return rpc_error(StatusCode::BAD_GATEWAY, message.id_raw(), codes::INTERNAL_ERROR, &e.to_string(), None)
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    message.id_raw(),
+                    codes::INTERNAL_ERROR,
+                    &e.to_string(),
+                    None,
+                )
             }
         };
         if message.kind() == Kind::Notification {
@@ -708,7 +743,12 @@ impl Inner {
         self.answer_modern(session, message, accept).await
     }
 
-    async fn answer_modern(&self, session: Arc<dyn Session>, message: Message, accept: Accept) -> Response {
+    async fn answer_modern(
+        &self,
+        session: Arc<dyn Session>,
+        message: Message,
+        accept: Accept,
+    ) -> Response {
         let id = message.id_raw().unwrap_or("null").to_owned();
         let (events_tx, mut events_rx) = mpsc::channel::<Message>(64);
         let (response_tx, mut response_rx) = oneshot::channel::<Message>();
@@ -721,7 +761,9 @@ impl Inner {
         match race(accept, &mut events_rx, &mut response_rx).await {
             Outcome::Json(response) => modern_json(&response),
             Outcome::Cancelled => cancelled_response(&id),
-            Outcome::Stream { first, ready } => self.stream_modern(first, events_rx, ready, response_rx, cancel),
+            Outcome::Stream { first, ready } => {
+                self.stream_modern(first, events_rx, ready, response_rx, cancel)
+            }
         }
     }
 
@@ -788,7 +830,10 @@ async fn race(
     response_rx: &mut oneshot::Receiver<Message>,
 ) -> Outcome {
     if accept.sse && !accept.json {
-        return Outcome::Stream { first: None, ready: None };
+        return Outcome::Stream {
+            first: None,
+            ready: None,
+        };
     }
     let mut events_open = true;
     loop {
@@ -815,56 +860,46 @@ async fn race(
 
 /// Checks a modern request's headers against its body (2026-07-28 request
 /// metadata) and returns the version it declares.
-fn validate_modern(headers: &HeaderMap, message: &Message, header_version: Option<&str>) -> Result<String, Response> {
+fn validate_modern(
+    headers: &HeaderMap,
+    message: &Message,
+    header_version: Option<&str>,
+) -> Result<String, Response> {
     let id = message.id_raw();
     let mismatch = |why: String| {
-        rpc_error(StatusCode::BAD_REQUEST, id, codes::HEADER_MISMATCH, &format!("Header mismatch: {why}"), None)
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            codes::HEADER_MISMATCH,
+            &format!("Header mismatch: {why}"),
+            None,
+        )
     };
-    let body_version: Option<String> = message
-        .meta_field(meta::PROTOCOL_VERSION)
-        .and_then(|raw| serde_json::from_str::<String>(&raw).ok());
+    let fault = |f: era::Fault| rpc_error(StatusCode::BAD_REQUEST, id, f.code, &f.message, f.data);
     if message.kind() == Kind::Request {
         // Order matters (the conformance suite checks it): header present,
         // then required _meta, then header = _meta, then version supported.
         let Some(header_version) = header_version else {
             return Err(mismatch("MCP-Protocol-Version header is required".into()));
         };
-        let has_capabilities = message.meta_field(meta::CLIENT_CAPABILITIES).is_some();
-        let Some(body_version) = body_version.clone().filter(|_| has_capabilities) else {
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                codes::INVALID_PARAMS,
-                &format!(
-                    "Invalid params: _meta must carry \"{}\" and \"{}\"",
-                    meta::PROTOCOL_VERSION,
-                    meta::CLIENT_CAPABILITIES
-                ),
-                None,
-            ));
-        };
+        let body_version = era::declared_version(message).map_err(fault)?;
         if header_version != body_version {
             return Err(mismatch(format!(
                 "MCP-Protocol-Version header {header_version:?} does not match _meta protocolVersion {body_version:?}"
             )));
         }
-        if !era::MODERN_VERSIONS.contains(&body_version.as_str()) {
-            let mut supported: Vec<&str> = era::MODERN_VERSIONS.to_vec();
-            supported.extend(era::LEGACY_VERSIONS.iter().rev());
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                codes::UNSUPPORTED_PROTOCOL_VERSION,
-                &format!("Unsupported protocol version: {body_version}"),
-                Some(json!({ "supported": supported, "requested": body_version })),
-            ));
-        }
+        era::check_supported(&body_version).map_err(fault)?;
         let method = message.method().unwrap_or_default();
-        match headers.get(METHOD_HEADER).map(|v| v.to_str().ok().and_then(era::decode_header_value)) {
+        match headers
+            .get(METHOD_HEADER)
+            .map(|v| v.to_str().ok().and_then(era::decode_header_value))
+        {
             None => return Err(mismatch("Mcp-Method header is required".into())),
             Some(None) => return Err(mismatch("Mcp-Method header is not valid".into())),
             Some(Some(h)) if h != method => {
-                return Err(mismatch(format!("Mcp-Method {h:?} does not match method {method:?}")))
+                return Err(mismatch(format!(
+                    "Mcp-Method {h:?} does not match method {method:?}"
+                )))
             }
             _ => {}
         }
@@ -872,18 +907,25 @@ fn validate_modern(headers: &HeaderMap, message: &Message, header_version: Optio
             let body_name = message
                 .params()
                 .and_then(|p| p.get(field).and_then(Value::as_str).map(str::to_owned));
-            match headers.get(NAME_HEADER).map(|v| v.to_str().ok().and_then(era::decode_header_value)) {
+            match headers
+                .get(NAME_HEADER)
+                .map(|v| v.to_str().ok().and_then(era::decode_header_value))
+            {
                 None => return Err(mismatch("Mcp-Name header is required".into())),
                 Some(None) => return Err(mismatch("Mcp-Name header is not valid".into())),
                 Some(Some(h)) if Some(&h) != body_name.as_ref() => {
-                    return Err(mismatch(format!("Mcp-Name {h:?} does not match params.{field}")))
+                    return Err(mismatch(format!(
+                        "Mcp-Name {h:?} does not match params.{field}"
+                    )))
                 }
                 _ => {}
             }
         }
         return Ok(body_version);
     }
-    Ok(body_version
+    Ok(message
+        .meta_field(meta::PROTOCOL_VERSION)
+        .and_then(|raw| serde_json::from_str::<String>(&raw).ok())
         .or(header_version.map(str::to_owned))
         .unwrap_or_else(|| era::LATEST.to_owned()))
 }
@@ -891,8 +933,12 @@ fn validate_modern(headers: &HeaderMap, message: &Message, header_version: Optio
 /// Removes the in-flight request a `notifications/cancelled` names; dropping
 /// its future is what tells the upstream server to stop.
 fn cancel_inflight(entry: &SessionEntry, message: &Message) {
-    let Some(params) = message.params() else { return };
-    let Some(request_id) = params.get("requestId") else { return };
+    let Some(params) = message.params() else {
+        return;
+    };
+    let Some(request_id) = params.get("requestId") else {
+        return;
+    };
     let key = request_id.to_string();
     let handle = entry.inflight.lock().ok().and_then(|mut m| m.remove(&key));
     if let Some(handle) = handle {
@@ -906,7 +952,9 @@ fn modern_status(response: &Message) -> StatusCode {
     match response.error_code() {
         Some(codes::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
         Some(
-            codes::HEADER_MISMATCH | codes::MISSING_CLIENT_CAPABILITY | codes::UNSUPPORTED_PROTOCOL_VERSION,
+            codes::HEADER_MISMATCH
+            | codes::MISSING_CLIENT_CAPABILITY
+            | codes::UNSUPPORTED_PROTOCOL_VERSION,
         ) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     }
@@ -924,15 +972,20 @@ fn new_session_id() -> String {
 fn json_response(status: StatusCode, body: String) -> Response {
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 fn sse_response(body: SseBody) -> Response {
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
@@ -951,8 +1004,19 @@ fn accepted() -> Response {
 }
 
 /// An HTTP error whose body is a JSON-RPC error, as the transport allows.
-pub fn rpc_error(status: StatusCode, id: Option<&str>, code: i64, message: &str, data: Option<Value>) -> Response {
-    json_response(status, Message::error_response(id, code, message, data).as_str().to_owned())
+pub fn rpc_error(
+    status: StatusCode,
+    id: Option<&str>,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response {
+    json_response(
+        status,
+        Message::error_response(id, code, message, data)
+            .as_str()
+            .to_owned(),
+    )
 }
 
 fn session_not_found() -> Response {
@@ -966,7 +1030,13 @@ fn session_not_found() -> Response {
 }
 
 fn unavailable(why: &str, retry_after_secs: u32) -> Response {
-    let mut resp = rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, codes::SERVER_ERROR, why, None);
+    let mut resp = rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        codes::SERVER_ERROR,
+        why,
+        None,
+    );
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     resp
@@ -975,8 +1045,13 @@ fn unavailable(why: &str, retry_after_secs: u32) -> Response {
 fn cancelled_response(id: &str) -> Response {
     json_response(
         StatusCode::OK,
-        Message::error_response(Some(id), codes::INTERNAL_ERROR, "request was cancelled", None)
-            .as_str()
-            .to_owned(),
+        Message::error_response(
+            Some(id),
+            codes::INTERNAL_ERROR,
+            "request was cancelled",
+            None,
+        )
+        .as_str()
+        .to_owned(),
     )
 }

@@ -49,8 +49,14 @@ mod tests {
 
     #[test]
     fn encodes_events() {
-        assert_eq!(&event(Some("1_2"), "{}")[..], b"id: 1_2\nevent: message\ndata: {}\n\n");
-        assert_eq!(&event(None, "a\nb")[..], b"event: message\ndata: a\ndata: b\n\n");
+        assert_eq!(
+            &event(Some("1_2"), "{}")[..],
+            b"id: 1_2\nevent: message\ndata: {}\n\n"
+        );
+        assert_eq!(
+            &event(None, "a\nb")[..],
+            b"event: message\ndata: a\ndata: b\n\n"
+        );
         assert_eq!(&priming("1_0", 500)[..], b"id: 1_0\nretry: 500\ndata: \n\n");
     }
 }

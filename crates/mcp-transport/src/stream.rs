@@ -283,7 +283,11 @@ mod tests {
         assert!(drain(&mut rx)[0].contains("later"));
         drop(rx);
         let mut rx = s.resume(STANDALONE, None, 100).unwrap();
-        assert_eq!(drain(&mut rx).len(), 1, "only the priming event: everything was delivered");
+        assert_eq!(
+            drain(&mut rx).len(),
+            1,
+            "only the priming event: everything was delivered"
+        );
         assert!(parse_event_id("3_14") == Some((3, 14)) && parse_event_id("x").is_none());
     }
 }
