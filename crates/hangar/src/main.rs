@@ -1,1 +1,38 @@
-fn main() {}
+//! The `hangar` command line: a thin layer over the library crates.
+
+mod wrap;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "hangar",
+    version,
+    about = "Run MCP servers remotely: wrap, route, connect"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a stdio MCP server as a remote Streamable HTTP endpoint.
+    Wrap(wrap::WrapArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    // Logs go to stderr; stdout is kept for protocol and command output.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HANGAR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Wrap(args) => runtime.block_on(wrap::run(args)),
+    }
+}

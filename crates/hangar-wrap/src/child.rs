@@ -1,0 +1,460 @@
+//! One stdio MCP server process, multiplexed.
+//!
+//! Several logical sessions may share a child (`--shared-child`, and the
+//! child that answers modern stateless requests), so every request we send
+//! gets a fresh numeric id and the child's answer is mapped back to the
+//! client's original id. Only the id bytes change; the rest of every message
+//! passes through as it came (see [`Message::with_id`]).
+//!
+//! The child's own messages are routed by what they say about themselves:
+//! a response by its id; a progress notification by its `progressToken`; a
+//! subscription notification by its subscription id; a server→client request
+//! or a log message to the most recent request still in flight (stdio carries
+//! no better hint); anything else to the sessions' standalone streams.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mcp_transport::era::meta;
+use mcp_transport::{codes, EventSender, Kind, Message, UnsolicitedSender};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child as Process, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+/// Longest line we read from a child's stdout.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Most requests one child may have in flight (all sessions together).
+const MAX_PENDING: usize = 4096;
+/// How long a child gets to exit after its stdin closes, before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Identifies a logical session on a child.
+pub type SessionKey = u64;
+
+/// How to start the server.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("could not start `{program}`: {source}")]
+    Io {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Pending {
+    session: SessionKey,
+    original_id: String,
+    reply: oneshot::Sender<Message>,
+    events: EventSender,
+    progress_token: Option<String>,
+}
+
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<u64, Pending>,
+    /// Server→client requests in flight: which session may answer them.
+    server_requests: HashMap<String, SessionKey>,
+    /// Each session's standalone stream.
+    sessions: HashMap<SessionKey, UnsolicitedSender>,
+}
+
+pub struct Child {
+    stdin: mpsc::Sender<String>,
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+    next_session: AtomicU64,
+    alive: AtomicBool,
+    process: Mutex<Option<Process>>,
+    pid: Option<u32>,
+}
+
+impl Child {
+    /// Starts the process and its reader and writer tasks.
+    pub fn spawn(launch: &Launch) -> Result<Arc<Child>, SpawnError> {
+        let mut cmd = Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut process = cmd.spawn().map_err(|source| SpawnError::Io {
+            program: launch.program.clone(),
+            source,
+        })?;
+        let (stdin, stdout) = match (process.stdin.take(), process.stdout.take()) {
+            (Some(i), Some(o)) => (i, o),
+            _ => {
+                return Err(SpawnError::Io {
+                    program: launch.program.clone(),
+                    source: std::io::Error::other("no stdio pipes"),
+                })
+            }
+        };
+        let (tx, rx) = mpsc::channel::<String>(1024);
+        let child = Arc::new(Child {
+            stdin: tx,
+            routes: Mutex::new(Routes::default()),
+            next_id: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
+            pid: process.id(),
+            process: Mutex::new(Some(process)),
+        });
+        tokio::spawn(write_lines(stdin, rx));
+        tokio::spawn(read_lines(Arc::downgrade(&child), stdout));
+        tracing::debug!(pid = ?child.pid, program = %launch.program, "started MCP server");
+        Ok(child)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a logical session; its unsolicited messages go to `stream`.
+    pub fn attach(&self, stream: Option<UnsolicitedSender>) -> SessionKey {
+        let key = self.next_session.fetch_add(1, Ordering::Relaxed);
+        if let Some(stream) = stream {
+            self.routes().sessions.insert(key, stream);
+        }
+        key
+    }
+
+    pub fn detach(&self, session: SessionKey) {
+        let mut routes = self.routes();
+        routes.sessions.remove(&session);
+        routes.server_requests.retain(|_, s| *s != session);
+    }
+
+    /// Sends a request and waits for its answer. Dropping the future sends
+    /// `notifications/cancelled` to the child.
+    pub async fn request(
+        &self,
+        session: SessionKey,
+        request: Message,
+        events: EventSender,
+    ) -> Message {
+        let original_id = request.id_raw().unwrap_or("null").to_owned();
+        if !self.is_alive() {
+            return exited_error(&original_id, "the MCP server process has exited");
+        }
+        let child_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut routes = self.routes();
+            if routes.pending.len() >= MAX_PENDING {
+                return Message::error_response(
+                    Some(&original_id),
+                    codes::SERVER_ERROR,
+                    "too many requests in flight to the MCP server",
+                    None,
+                );
+            }
+            routes.pending.insert(
+                child_id,
+                Pending {
+                    session,
+                    original_id: original_id.clone(),
+                    reply,
+                    events,
+                    progress_token: request.progress_token(),
+                },
+            );
+        }
+        let mut guard = CancelOnDrop {
+            child: self,
+            child_id,
+            armed: true,
+        };
+        let line = request.with_id(&child_id.to_string()).as_str().to_owned();
+        if self.stdin.send(line).await.is_err() {
+            guard.armed = false;
+            self.routes().pending.remove(&child_id);
+            return exited_error(&original_id, "the MCP server process has exited");
+        }
+        let result = answer.await;
+        guard.armed = false;
+        result.unwrap_or_else(|_| {
+            exited_error(
+                &original_id,
+                "the MCP server process exited before answering",
+            )
+        })
+    }
+
+    /// Forwards a client notification unchanged.
+    pub async fn notify(&self, notification: Message) {
+        let _ = self.stdin.send(notification.as_str().to_owned()).await;
+    }
+
+    /// Forwards the client's answer to a server→client request, if this
+    /// session is the one that was asked.
+    pub async fn respond(&self, session: SessionKey, response: Message) {
+        let Some(id) = response.id_raw() else { return };
+        let asked = self.routes().server_requests.get(id) == Some(&session);
+        if asked {
+            self.routes().server_requests.remove(id);
+            let _ = self.stdin.send(response.as_str().to_owned()).await;
+        } else {
+            tracing::debug!(
+                id,
+                "dropping a response to a request this session was not sent"
+            );
+        }
+    }
+
+    /// Ends the process: close stdin, give it a moment, then kill it.
+    pub async fn stop(&self) {
+        let process = self.process.lock().ok().and_then(|mut p| p.take());
+        let Some(mut process) = process else { return };
+        drop(process.stdin.take());
+        // Our stdin sender lives in the writer task; closing the channel ends it.
+        if tokio::time::timeout(EXIT_GRACE, process.wait())
+            .await
+            .is_err()
+        {
+            let _ = process.kill().await;
+        }
+        self.alive.store(false, Ordering::SeqCst);
+    }
+
+    /// Sends `notifications/cancelled` for a request that will not be awaited.
+    fn cancel(&self, child_id: u64) {
+        if self.routes().pending.remove(&child_id).is_none() {
+            return; // already answered
+        }
+        let line = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{child_id},"reason":"The client cancelled the request"}}}}"#
+        );
+        let _ = self.stdin.try_send(line);
+    }
+
+    /// Routes one message the child wrote.
+    async fn route(&self, message: Message) {
+        match message.kind() {
+            Kind::Response => self.route_response(message),
+            Kind::Request => self.route_server_request(message).await,
+            Kind::Notification => self.route_notification(message).await,
+        }
+    }
+
+    fn route_response(&self, message: Message) {
+        let pending = message
+            .id_raw()
+            .and_then(|id| id.parse::<u64>().ok())
+            .and_then(|id| self.routes().pending.remove(&id));
+        match pending {
+            Some(p) => {
+                let _ = p.reply.send(message.with_id(&p.original_id));
+            }
+            None => tracing::debug!(?message, "response to no pending request; dropped"),
+        }
+    }
+
+    /// The request most likely related to a message with no explicit link:
+    /// the most recent one still in flight.
+    fn latest_pending(&self) -> Option<(SessionKey, EventSender)> {
+        let routes = self.routes();
+        routes
+            .pending
+            .iter()
+            .max_by_key(|(id, _)| **id)
+            .map(|(_, p)| (p.session, p.events.clone()))
+    }
+
+    async fn route_server_request(&self, message: Message) {
+        let id = message.id_raw().unwrap_or("null").to_owned();
+        let target = self
+            .latest_pending()
+            .map(|(s, events)| (s, Some(events)))
+            .or_else(|| {
+                let routes = self.routes();
+                routes.sessions.keys().next().map(|s| (*s, None))
+            });
+        let Some((session, events)) = target else {
+            // Nobody to ask: answer for the client so the server does not hang.
+            let refusal = Message::error_response(
+                Some(&id),
+                codes::METHOD_NOT_FOUND,
+                "no client is connected to answer this request",
+                None,
+            );
+            let _ = self.stdin.send(refusal.as_str().to_owned()).await;
+            return;
+        };
+        self.routes().server_requests.insert(id, session);
+        match events {
+            Some(events) => {
+                let _ = events.send(message).await;
+            }
+            None => self.to_session_stream(session, message).await,
+        }
+    }
+
+    async fn route_notification(&self, message: Message) {
+        let method = message.method().unwrap_or_default();
+        if let Some(token) = message
+            .params()
+            .and_then(|p| p.get("progressToken").map(Value::to_string))
+        {
+            let events = self
+                .routes()
+                .pending
+                .values()
+                .find(|p| p.progress_token.as_deref() == Some(token.as_str()))
+                .map(|p| p.events.clone());
+            if let Some(events) = events {
+                let _ = events.send(message).await;
+                return;
+            }
+        }
+        if let Some(sub) = message.meta_field(meta::SUBSCRIPTION_ID) {
+            if let Some((events, original)) = sub.parse::<u64>().ok().and_then(|id| {
+                self.routes()
+                    .pending
+                    .get(&id)
+                    .map(|p| (p.events.clone(), p.original_id.clone()))
+            }) {
+                let _ = events
+                    .send(rewrite_subscription_id(&message, &original))
+                    .await;
+                return;
+            }
+        }
+        if method == "notifications/message" {
+            if let Some((_, events)) = self.latest_pending() {
+                let _ = events.send(message).await;
+                return;
+            }
+        }
+        let streams: Vec<UnsolicitedSender> = self.routes().sessions.values().cloned().collect();
+        for stream in streams {
+            let _ = stream.send(message.clone()).await;
+        }
+    }
+
+    async fn to_session_stream(&self, session: SessionKey, message: Message) {
+        let stream = self.routes().sessions.get(&session).cloned();
+        if let Some(stream) = stream {
+            let _ = stream.send(message).await;
+        }
+    }
+
+    /// The child is gone: every pending request gets an error now.
+    fn fail_all(&self, why: &str) {
+        self.alive.store(false, Ordering::SeqCst);
+        let pending: Vec<Pending> = self.routes().pending.drain().map(|(_, p)| p).collect();
+        for p in pending {
+            let _ = p.reply.send(exited_error(&p.original_id, why));
+        }
+    }
+}
+
+/// A subscription notification with our id for the listen request put back
+/// to the client's. Only this one field changes.
+fn rewrite_subscription_id(message: &Message, original: &str) -> Message {
+    let mut value = message.to_value();
+    if let (Some(meta), Ok(original)) = (
+        value.pointer_mut("/params/_meta"),
+        serde_json::from_str::<Value>(original),
+    ) {
+        meta[meta::SUBSCRIPTION_ID] = original;
+    }
+    Message::from_value(&value)
+}
+
+struct CancelOnDrop<'a> {
+    child: &'a Child,
+    child_id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.child.cancel(self.child_id);
+        }
+    }
+}
+
+fn exited_error(id: &str, why: &str) -> Message {
+    Message::error_response(Some(id), codes::INTERNAL_ERROR, why, None)
+}
+
+async fn write_lines(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiver<String>) {
+    while let Some(mut line) = rx.recv().await {
+        line.push('\n');
+        if stdin.write_all(line.as_bytes()).await.is_err() {
+            return;
+        }
+        // Batch: flush only when nothing else is queued.
+        if rx.is_empty() && stdin.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_lines(child: std::sync::Weak<Child>, stdout: tokio::process::ChildStdout) {
+    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE));
+    while let Some(line) = lines.next().await {
+        let Some(child) = child.upgrade() else { return };
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(pid = ?child.pid, "MCP server wrote an unreadable line: {e}");
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match Message::parse(line.as_str()) {
+            Ok(message) => child.route(message).await,
+            Err(e) => {
+                let shown: String = line.chars().take(200).collect();
+                tracing::warn!(pid = ?child.pid, "MCP server wrote a non-JSON-RPC line to stdout ({e}): {shown}");
+            }
+        }
+    }
+    let Some(child) = child.upgrade() else { return };
+    let status = {
+        let process = child.process.lock().ok().and_then(|mut p| p.take());
+        match process {
+            Some(mut p) => match tokio::time::timeout(Duration::from_millis(500), p.wait()).await {
+                Ok(Ok(status)) => status.to_string(),
+                _ => "stdout closed".to_owned(),
+            },
+            None => "stopped".to_owned(),
+        }
+    };
+    if status == "stopped" {
+        tracing::debug!(pid = ?child.pid, "MCP server process stopped");
+    } else {
+        tracing::warn!(pid = ?child.pid, %status, "MCP server process ended");
+    }
+    child.fail_all(&format!(
+        "the MCP server process exited ({status}) before answering"
+    ));
+}
