@@ -485,6 +485,7 @@ impl Conn {
                 }
                 Ok(tool_result(vec![text("Progress test completed")]))
             }
+            "json_schema_2020_12_tool" => Ok(tool_result(vec![text(format!("Received: {args}"))])),
             "test_reconnection" => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 Ok(tool_result(vec![text(

@@ -26,28 +26,6 @@ fn no_args(name: &str, description: &str) -> Value {
 /// not itself change the list.
 pub fn tools() -> Vec<Value> {
     vec![
-        tool(
-            "echo",
-            "Echoes the message back",
-            json!({"message": {"type": "string", "description": "Text to echo"}}),
-            &["message"],
-        ),
-        tool(
-            "add",
-            "Adds two numbers",
-            json!({"a": {"type": "number"}, "b": {"type": "number"}}),
-            &["a", "b"],
-        ),
-        no_args(
-            "whoami",
-            "Shows the identity and instance Hangar passed to this server",
-        ),
-        tool(
-            "sleep",
-            "Waits for the given number of milliseconds",
-            json!({"ms": {"type": "integer", "minimum": 0}}),
-            &["ms"],
-        ),
         no_args("test_simple_text", "Returns simple text content"),
         no_args("test_image_content", "Returns image content"),
         no_args("test_audio_content", "Returns audio content"),
@@ -130,7 +108,56 @@ pub fn tools() -> Vec<Value> {
             "test_input_required_result_capabilities",
             "Asks only for what the client can give (MRTR)",
         ),
+        json!({"name": "json_schema_2020_12_tool",
+            "description": "Takes input described with JSON Schema 2020-12 features",
+            "inputSchema": json_schema_2020_12()}),
+        // Demo tools come after the fixtures: generic probes call the first
+        // listed tool with no arguments, and these need some.
+        tool(
+            "echo",
+            "Echoes the message back",
+            json!({"message": {"type": "string", "description": "Text to echo"}}),
+            &["message"],
+        ),
+        tool(
+            "add",
+            "Adds two numbers",
+            json!({"a": {"type": "number"}, "b": {"type": "number"}}),
+            &["a", "b"],
+        ),
+        no_args(
+            "whoami",
+            "Shows the identity and instance Hangar passed to this server",
+        ),
+        tool(
+            "sleep",
+            "Waits for the given number of milliseconds",
+            json!({"ms": {"type": "integer", "minimum": 0}}),
+            &["ms"],
+        ),
     ]
+}
+
+/// An input schema using 2020-12 keywords; it must be listed verbatim.
+fn json_schema_2020_12() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {"address": {"$anchor": "addressDef", "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"},
+            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+            "phone": {"type": "string"},
+            "email": {"type": "string"},
+        },
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
+        "additionalProperties": false,
+    })
 }
 
 pub fn resources() -> Vec<Value> {
