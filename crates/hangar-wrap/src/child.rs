@@ -21,7 +21,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use mcp_transport::era::meta;
 use mcp_transport::{codes, EventSender, Kind, Message, UnsolicitedSender};
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child as Process, Command};
 use tokio::sync::{mpsc, oneshot};
@@ -60,7 +59,10 @@ struct Pending {
     original_id: String,
     reply: oneshot::Sender<Message>,
     events: EventSender,
+    /// The progress token the child sees (raw JSON).
     progress_token: Option<String>,
+    /// The client's own token when we replaced it (shared children only).
+    original_token: Option<String>,
 }
 
 #[derive(Default)]
@@ -80,11 +82,14 @@ pub struct Child {
     alive: AtomicBool,
     process: Mutex<Option<Process>>,
     pid: Option<u32>,
+    /// Several clients share this child: their progress tokens may collide,
+    /// so each request's token is replaced by a child-unique one.
+    shared: bool,
 }
 
 impl Child {
     /// Starts the process and its reader and writer tasks.
-    pub fn spawn(launch: &Launch) -> Result<Arc<Child>, SpawnError> {
+    pub fn spawn(launch: &Launch, shared: bool) -> Result<Arc<Child>, SpawnError> {
         let mut cmd = Command::new(&launch.program);
         cmd.args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
@@ -114,6 +119,7 @@ impl Child {
             alive: AtomicBool::new(true),
             pid: process.id(),
             process: Mutex::new(Some(process)),
+            shared,
         });
         tokio::spawn(write_lines(stdin, rx));
         tokio::spawn(read_lines(Arc::downgrade(&child), stdout));
@@ -161,6 +167,7 @@ impl Child {
             return exited_error(&original_id, "the MCP server process has exited");
         }
         let child_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (request, progress_token, original_token) = self.own_progress_token(request, child_id);
         let (reply, answer) = oneshot::channel();
         {
             let mut routes = self.routes();
@@ -179,7 +186,8 @@ impl Child {
                     original_id: original_id.clone(),
                     reply,
                     events,
-                    progress_token: request.progress_token(),
+                    progress_token,
+                    original_token,
                 },
             );
         }
@@ -202,6 +210,27 @@ impl Child {
                 "the MCP server process exited before answering",
             )
         })
+    }
+
+    /// On a shared child, replaces the request's progress token with one no
+    /// other client can be using; returns the request, the token the child
+    /// will see and the client's original token.
+    fn own_progress_token(
+        &self,
+        request: Message,
+        child_id: u64,
+    ) -> (Message, Option<String>, Option<String>) {
+        let Some(token) = request.progress_token() else {
+            return (request, None, None);
+        };
+        if !self.shared {
+            return (request, Some(token), None);
+        }
+        let ours = format!("\"hangar-progress-{child_id}\"");
+        match request.params_span(&["_meta", "progressToken"]) {
+            Some(span) => (request.with_replaced(span, &ours), Some(ours), Some(token)),
+            None => (request, Some(token), None),
+        }
     }
 
     /// Forwards a client notification unchanged.
@@ -315,17 +344,19 @@ impl Child {
 
     async fn route_notification(&self, message: Message) {
         let method = message.method().unwrap_or_default();
-        if let Some(token) = message
-            .params()
-            .and_then(|p| p.get("progressToken").map(Value::to_string))
-        {
-            let events = self
+        if let Some(span) = message.params_span(&["progressToken"]) {
+            let token = &message.as_str()[span.clone()];
+            let target = self
                 .routes()
                 .pending
                 .values()
-                .find(|p| p.progress_token.as_deref() == Some(token.as_str()))
-                .map(|p| p.events.clone());
-            if let Some(events) = events {
+                .find(|p| p.progress_token.as_deref() == Some(token))
+                .map(|p| (p.events.clone(), p.original_token.clone()));
+            if let Some((events, original)) = target {
+                let message = match original {
+                    Some(original) => message.with_replaced(span, &original),
+                    None => message,
+                };
                 let _ = events.send(message).await;
                 return;
             }
@@ -375,14 +406,10 @@ impl Child {
 /// A subscription notification with our id for the listen request put back
 /// to the client's. Only this one field changes.
 fn rewrite_subscription_id(message: &Message, original: &str) -> Message {
-    let mut value = message.to_value();
-    if let (Some(meta), Ok(original)) = (
-        value.pointer_mut("/params/_meta"),
-        serde_json::from_str::<Value>(original),
-    ) {
-        meta[meta::SUBSCRIPTION_ID] = original;
+    match message.params_span(&["_meta", meta::SUBSCRIPTION_ID]) {
+        Some(span) => message.with_replaced(span, original),
+        None => message.clone(),
     }
-    Message::from_value(&value)
 }
 
 struct CancelOnDrop<'a> {

@@ -42,9 +42,9 @@ impl Wrap {
         }
     }
 
-    fn spawn(&self) -> Result<Arc<Child>, OpenError> {
-        let child =
-            Child::spawn(&self.config.launch).map_err(|e| OpenError::Unavailable(e.to_string()))?;
+    fn spawn(&self, shared: bool) -> Result<Arc<Child>, OpenError> {
+        let child = Child::spawn(&self.config.launch, shared)
+            .map_err(|e| OpenError::Unavailable(e.to_string()))?;
         if let Ok(mut all) = self.children.lock() {
             all.retain(|c| c.strong_count() > 0);
             all.push(Arc::downgrade(&child));
@@ -58,7 +58,7 @@ impl Wrap {
         if let Some(child) = common.as_ref().filter(|c| c.is_alive()) {
             return Ok(child.clone());
         }
-        let child = self.spawn()?;
+        let child = self.spawn(true)?;
         *common = Some(child.clone());
         Ok(child)
     }
@@ -74,7 +74,7 @@ impl Service for Wrap {
         let (child, owned) = if self.config.shared_child {
             (self.common_child().await?, false)
         } else {
-            (self.spawn()?, true)
+            (self.spawn(false)?, true)
         };
         let key = child.attach(Some(unsolicited));
         Ok(Arc::new(ChildSession { child, key, owned }))

@@ -278,6 +278,33 @@ impl Message {
         }
     }
 
+    /// Byte span (in [`Message::as_str`]) of the value at `path` inside
+    /// `params`, e.g. `["_meta", "progressToken"]`.
+    pub fn params_span(&self, path: &[&str]) -> Option<Range<usize>> {
+        let params = self.params_raw()?;
+        let mut current: &str = params;
+        for key in path {
+            let object: std::collections::HashMap<Cow<'_, str>, &RawValue> =
+                serde_json::from_str(current).ok()?;
+            current = object.get(*key)?.get();
+        }
+        // Every level borrows from `params`, which borrows from the text.
+        let start = current.as_ptr() as usize - self.text.as_ptr() as usize;
+        Some(start..start + current.len())
+    }
+
+    /// A copy with the bytes at `span` (from [`Message::params_span`])
+    /// replaced by `raw` JSON; every other byte is kept.
+    pub fn with_replaced(&self, span: Range<usize>, raw: &str) -> Message {
+        let mut text = String::with_capacity(self.text.len() + raw.len());
+        text.push_str(&self.text[..span.start]);
+        text.push_str(raw);
+        text.push_str(&self.text[span.end..]);
+        // Re-deriving the spans is simpler than shifting each one and the
+        // result is valid JSON-RPC by construction.
+        Message::parse(text).unwrap_or_else(|_| self.clone())
+    }
+
     /// `params._meta.progressToken` as raw JSON, if the request asked for progress.
     pub fn progress_token(&self) -> Option<String> {
         self.meta_field("progressToken")
@@ -385,6 +412,18 @@ mod tests {
         );
         let back = r.with_id(r#""orig-1""#);
         assert_eq!(back.as_str(), text);
+    }
+
+    #[test]
+    fn replaces_a_nested_value_and_nothing_else() {
+        let text = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken": 7 ,"z":[1]}}}"#;
+        let m = Message::parse(text).unwrap();
+        let span = m.params_span(&["_meta", "progressToken"]).unwrap();
+        assert_eq!(&m.as_str()[span.clone()], "7");
+        let r = m.with_replaced(span, r#""p-1""#);
+        assert_eq!(r.as_str(), text.replace(" 7 ", r#" "p-1" "#));
+        assert_eq!(r.progress_token().as_deref(), Some(r#""p-1""#));
+        assert!(m.params_span(&["_meta", "missing"]).is_none());
     }
 
     #[test]
