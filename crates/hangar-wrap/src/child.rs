@@ -76,6 +76,9 @@ struct Routes {
 
 pub struct Child {
     stdin: mpsc::Sender<String>,
+    /// Tells the writer task to close the child's stdin. The sender above
+    /// lives as long as the `Child`, so dropping it cannot be the signal.
+    close_stdin: Mutex<Option<oneshot::Sender<()>>>,
     routes: Mutex<Routes>,
     next_id: AtomicU64,
     next_session: AtomicU64,
@@ -111,8 +114,10 @@ impl Child {
             }
         };
         let (tx, rx) = mpsc::channel::<String>(1024);
+        let (close_tx, close_rx) = oneshot::channel();
         let child = Arc::new(Child {
             stdin: tx,
+            close_stdin: Mutex::new(Some(close_tx)),
             routes: Mutex::new(Routes::default()),
             next_id: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
@@ -121,7 +126,7 @@ impl Child {
             process: Mutex::new(Some(process)),
             shared,
         });
-        tokio::spawn(write_lines(stdin, rx));
+        tokio::spawn(write_lines(stdin, rx, close_rx));
         tokio::spawn(read_lines(Arc::downgrade(&child), stdout));
         tracing::debug!(pid = ?child.pid, program = %launch.program, "started MCP server");
         Ok(child)
@@ -258,8 +263,11 @@ impl Child {
     pub async fn stop(&self) {
         let process = self.process.lock().ok().and_then(|mut p| p.take());
         let Some(mut process) = process else { return };
-        drop(process.stdin.take());
-        // Our stdin sender lives in the writer task; closing the channel ends it.
+        // EOF on stdin is how a stdio server learns to exit (and clean up);
+        // the writer task owns the pipe, so ask it to drop it.
+        if let Some(close) = self.close_stdin.lock().ok().and_then(|mut c| c.take()) {
+            let _ = close.send(());
+        }
         if tokio::time::timeout(EXIT_GRACE, process.wait())
             .await
             .is_err()
@@ -304,30 +312,48 @@ impl Child {
 
     /// The request most likely related to a message with no explicit link:
     /// the most recent one still in flight.
-    fn latest_pending(&self) -> Option<(SessionKey, EventSender)> {
+    ///
+    /// When requests of more than one session are in flight on a shared
+    /// child the answer is unknowable, and guessing could hand one user's
+    /// prompt to another, so this is `Ambiguous` instead.
+    fn latest_pending(&self) -> Related {
         let routes = self.routes();
-        routes
-            .pending
-            .iter()
-            .max_by_key(|(id, _)| **id)
-            .map(|(_, p)| (p.session, p.events.clone()))
+        let Some((_, newest)) = routes.pending.iter().max_by_key(|(id, _)| **id) else {
+            return Related::None;
+        };
+        if routes.pending.values().any(|p| p.session != newest.session) {
+            return Related::Ambiguous;
+        }
+        Related::Request(newest.session, newest.events.clone())
     }
 
     async fn route_server_request(&self, message: Message) {
         let id = message.id_raw().unwrap_or("null").to_owned();
-        let target = self
-            .latest_pending()
-            .map(|(s, events)| (s, Some(events)))
-            .or_else(|| {
+        let target = match self.latest_pending() {
+            Related::Request(session, events) => Some((session, Some(events))),
+            Related::Ambiguous => None,
+            // No request in flight: the session's GET stream, if there is
+            // exactly one session to ask.
+            Related::None => {
                 let routes = self.routes();
-                routes.sessions.keys().next().map(|s| (*s, None))
-            });
+                let mut sessions = routes.sessions.keys();
+                match (sessions.next(), sessions.next()) {
+                    (Some(only), None) => Some((*only, None)),
+                    _ => None,
+                }
+            }
+        };
         let Some((session, events)) = target else {
-            // Nobody to ask: answer for the client so the server does not hang.
+            // Nobody (or nobody certain) to ask: answer for the client so the
+            // server does not hang, and never guess across sessions.
+            tracing::warn!(
+                method = message.method().unwrap_or_default(),
+                "cannot tell which client a server request is for; refusing it (use per-session children)"
+            );
             let refusal = Message::error_response(
                 Some(&id),
-                codes::METHOD_NOT_FOUND,
-                "no client is connected to answer this request",
+                codes::INTERNAL_ERROR,
+                "hangar wrap cannot tell which client this request is for",
                 None,
             );
             let _ = self.stdin.send(refusal.as_str().to_owned()).await;
@@ -375,9 +401,14 @@ impl Child {
             }
         }
         if method == "notifications/message" {
-            if let Some((_, events)) = self.latest_pending() {
-                let _ = events.send(message).await;
-                return;
+            match self.latest_pending() {
+                Related::Request(_, events) => {
+                    let _ = events.send(message).await;
+                    return;
+                }
+                // A log line could carry one user's data: never guess.
+                Related::Ambiguous => return,
+                Related::None => {}
             }
         }
         let streams: Vec<UnsolicitedSender> = self.routes().sessions.values().cloned().collect();
@@ -401,6 +432,14 @@ impl Child {
             let _ = p.reply.send(exited_error(&p.original_id, why));
         }
     }
+}
+
+/// Which request a message without an explicit link belongs to.
+enum Related {
+    Request(SessionKey, EventSender),
+    /// Several sessions have requests in flight on a shared child.
+    Ambiguous,
+    None,
 }
 
 /// A subscription notification with our id for the listen request put back
@@ -430,8 +469,28 @@ fn exited_error(id: &str, why: &str) -> Message {
     Message::error_response(Some(id), codes::INTERNAL_ERROR, why, None)
 }
 
-async fn write_lines(mut stdin: tokio::process::ChildStdin, mut rx: mpsc::Receiver<String>) {
-    while let Some(mut line) = rx.recv().await {
+async fn write_lines(
+    mut stdin: tokio::process::ChildStdin,
+    mut rx: mpsc::Receiver<String>,
+    mut close: oneshot::Receiver<()>,
+) {
+    loop {
+        let mut line = tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => line,
+                None => return,
+            },
+            // Asked to stop (or the `Child` is gone): dropping `stdin` closes the pipe.
+            _ = &mut close => return,
+        };
+        // Stdio framing is one message per line, but a client may send
+        // pretty-printed JSON over HTTP. A raw CR or LF in valid JSON can only
+        // be whitespace between tokens (inside strings they must be escaped),
+        // so turning them into spaces keeps the message's meaning and bytes
+        // otherwise intact.
+        if line.contains(['\n', '\r']) {
+            line = line.replace(['\n', '\r'], " ");
+        }
         line.push('\n');
         if stdin.write_all(line.as_bytes()).await.is_err() {
             return;

@@ -12,5 +12,5 @@ pub mod sse;
 pub mod stream;
 
 pub use message::{codes, Kind, Message};
-pub use server::{Limits, ServerConfig, StreamableHttp};
+pub use server::{CallerCheck, Limits, ServerConfig, StreamableHttp, IDENTITY_META};
 pub use service::{EventSender, OpenError, RequestContext, Service, Session, UnsolicitedSender};

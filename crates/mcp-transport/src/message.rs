@@ -305,6 +305,42 @@ impl Message {
         Message::parse(text).unwrap_or_else(|_| self.clone())
     }
 
+    /// A copy with `params._meta[key] = raw` (raw JSON), replacing any value
+    /// the sender put there; `params` and `_meta` are created if missing.
+    /// Only the inserted bytes change.
+    pub fn with_meta_entry(&self, key: &str, raw: &str) -> Message {
+        let key_json = Value::String(key.to_owned()).to_string();
+        if let Some(span) = self.params_span(&["_meta", key]) {
+            return self.with_replaced(span, raw);
+        }
+        let insert_after_brace = |span: Range<usize>, entry: String| {
+            let body = &self.text[span.clone()];
+            let empty = body[1..body.len() - 1].trim().is_empty();
+            let at = span.start + 1;
+            let entry = if empty { entry } else { format!("{entry},") };
+            self.with_replaced(at..at, &entry)
+        };
+        if let Some(meta) = self
+            .params_span(&["_meta"])
+            .filter(|s| self.text[s.clone()].starts_with('{'))
+        {
+            return insert_after_brace(meta, format!("{key_json}:{raw}"));
+        }
+        match self.params.clone() {
+            Some(params) if self.text[params.clone()].starts_with('{') => {
+                insert_after_brace(params, format!(r#""_meta":{{{key_json}:{raw}}}"#))
+            }
+            Some(_) => self.clone(), // positional params: nowhere to put _meta
+            None => {
+                let end = self.text.trim_end().len() - 1; // the closing brace
+                self.with_replaced(
+                    end..end,
+                    &format!(r#","params":{{"_meta":{{{key_json}:{raw}}}}}"#),
+                )
+            }
+        }
+    }
+
     /// `params._meta.progressToken` as raw JSON, if the request asked for progress.
     pub fn progress_token(&self) -> Option<String> {
         self.meta_field("progressToken")
@@ -424,6 +460,37 @@ mod tests {
         assert_eq!(r.as_str(), text.replace(" 7 ", r#" "p-1" "#));
         assert_eq!(r.progress_token().as_deref(), Some(r#""p-1""#));
         assert!(m.params_span(&["_meta", "missing"]).is_none());
+    }
+
+    #[test]
+    fn inserts_meta_entries_and_overwrites_spoofed_ones() {
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m"}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1}}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1}}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":2}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1},"a":2}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"x":0}}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1,"x":0}}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":"spoofed"}}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1}}}"#,
+            ),
+        ];
+        for (input, expected) in cases {
+            let m = Message::parse(input).unwrap().with_meta_entry("k", "1");
+            assert_eq!(m.as_str(), expected);
+            assert_eq!(m.meta_field("k").as_deref(), Some("1"));
+        }
     }
 
     #[test]

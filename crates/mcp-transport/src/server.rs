@@ -63,6 +63,16 @@ impl Default for Limits {
     }
 }
 
+/// The `_meta` key under which a verified caller identity reaches the server.
+pub const IDENTITY_META: &str = "dev.hangar/identity";
+
+/// Verifies who is calling before a request reaches MCP (the router's signed
+/// identity assertion). `Ok(Some(json))` is the caller's identity, injected
+/// into each request's `_meta` when [`ServerConfig::inject_identity`] is set.
+pub trait CallerCheck: Send + Sync + std::fmt::Debug {
+    fn check(&self, headers: &HeaderMap) -> Result<Option<String>, String>;
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub origins: OriginPolicy,
@@ -72,6 +82,10 @@ pub struct ServerConfig {
     /// Sent in the SSE `retry` field.
     pub sse_retry_ms: u64,
     pub keep_alive: Duration,
+    pub caller_check: Option<Arc<dyn CallerCheck>>,
+    /// Put the verified identity in `params._meta["dev.hangar/identity"]` of
+    /// every request (shared, multi-tenant servers), overwriting any a client sent.
+    pub inject_identity: bool,
 }
 
 impl ServerConfig {
@@ -82,6 +96,8 @@ impl ServerConfig {
             limits: Limits::default(),
             sse_retry_ms: 1000,
             keep_alive: Duration::from_secs(15),
+            caller_check: None,
+            inject_identity: false,
         }
     }
 }
@@ -172,13 +188,14 @@ impl StreamableHttp {
     /// Answers one HTTP request to the MCP endpoint.
     pub async fn handle(&self, req: Request<Body>) -> Response {
         let inner = &self.inner;
-        if let Err(resp) = inner.guard(req.headers()) {
-            return resp;
-        }
+        let identity = match inner.guard(req.headers()) {
+            Ok(identity) => identity,
+            Err(resp) => return resp,
+        };
         match *req.method() {
             Method::POST => {
                 let _busy = BusyGuard::enter(inner);
-                inner.post(req).await
+                inner.post(req, identity).await
             }
             Method::GET => inner.get(req.headers()),
             Method::DELETE => inner.delete(req.headers()).await,
@@ -272,7 +289,9 @@ impl Drop for AbortOnDrop {
 }
 
 impl Inner {
-    fn guard(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// Host/Origin, bearer token and caller checks; returns the caller's
+    /// identity to inject, if any.
+    fn guard(&self, headers: &HeaderMap) -> Result<Option<String>, Response> {
         if let Err(why) = self.config.origins.check(headers) {
             return Err(rpc_error(
                 StatusCode::FORBIDDEN,
@@ -296,7 +315,22 @@ impl Inner {
                 return Err(resp);
             }
         }
-        Ok(())
+        let Some(check) = &self.config.caller_check else {
+            return Ok(None);
+        };
+        match check.check(headers) {
+            Ok(identity) => Ok(identity.filter(|_| self.config.inject_identity)),
+            Err(why) => {
+                tracing::warn!("refused a request without a valid caller assertion: {why}");
+                Err(rpc_error(
+                    StatusCode::UNAUTHORIZED,
+                    None,
+                    codes::SERVER_ERROR,
+                    "caller assertion missing or invalid",
+                    None,
+                ))
+            }
+        }
     }
 
     fn all_sessions(&self) -> Vec<Arc<SessionEntry>> {
@@ -386,7 +420,7 @@ impl Inner {
         }
     }
 
-    async fn post(self: &Inner, req: Request<Body>) -> Response {
+    async fn post(self: &Inner, req: Request<Body>, identity: Option<String>) -> Response {
         if self.draining.load(Ordering::SeqCst) {
             return unavailable("server is shutting down", 1);
         }
@@ -436,7 +470,7 @@ impl Inner {
                 )
             }
         };
-        let message = match Message::parse(text) {
+        let mut message = match Message::parse(text) {
             Ok(m) => m,
             Err(e) => {
                 return rpc_error(
@@ -448,6 +482,9 @@ impl Inner {
                 )
             }
         };
+        if let Some(identity) = identity.filter(|_| message.kind() != Kind::Response) {
+            message = message.with_meta_entry(IDENTITY_META, &identity);
+        }
         let version = match self.version_header(headers) {
             Ok(v) => v,
             Err(resp) => return resp,
