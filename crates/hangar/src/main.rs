@@ -1,5 +1,6 @@
 //! The `hangar` command line: a thin layer over the library crates.
 
+mod serve;
 mod wrap;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,14 @@ struct Cli {
 enum Command {
     /// Serve a stdio MCP server as a remote Streamable HTTP endpoint.
     Wrap(wrap::WrapArgs),
+    /// Run the router: users, tokens, and each user's own server instances.
+    Serve(serve::ServeArgs),
+    /// Manage users (same config and data dir as serve).
+    User(serve::UserArgs),
+    /// Manage API tokens.
+    Token(serve::TokenArgs),
+    /// List instances.
+    Instances(serve::InstancesArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +43,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Wrap(args) => runtime.block_on(wrap::run(args)),
+        Command::Serve(args) => runtime.block_on(serve::serve(args)),
+        Command::User(args) => runtime.block_on(serve::user(args)),
+        Command::Token(args) => runtime.block_on(serve::token(args)),
+        Command::Instances(args) => runtime.block_on(serve::instances(args)),
     }
 }

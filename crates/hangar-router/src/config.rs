@@ -1,0 +1,363 @@
+//! `hangar serve`'s configuration: a TOML file, or the embedded default (the
+//! `hangar-everything` server, SQLite under `./hangar-data`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hangar_machines::{Network, SandboxMode};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tenancy {
+    /// Each user gets their own instance.
+    #[default]
+    PerUser,
+    /// One instance serves everyone and receives each caller's identity.
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// A valid token is required.
+    #[default]
+    Authenticated,
+    /// Anyone may call it (public tools); callers are anonymous.
+    Public,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    command: Vec<String>,
+    #[serde(default)]
+    tenancy: Tenancy,
+    #[serde(default)]
+    access: Access,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    network: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    default_server: Option<String>,
+    max_instances: Option<usize>,
+    sandbox: Option<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    servers: BTreeMap<String, RawServer>,
+}
+
+/// One catalog entry.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub command: Vec<String>,
+    pub tenancy: Tenancy,
+    pub access: Access,
+    pub idle_timeout: Duration,
+    pub network: Network,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// How clients reach the router (for metadata URLs and audiences).
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// Served at `/mcp`.
+    pub default_server: String,
+    pub max_instances: usize,
+    pub sandbox: SandboxMode,
+    pub allowed_origins: Vec<String>,
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_IDLE: Duration = Duration::from_secs(10 * 60);
+
+impl Config {
+    /// Reads `path`, or builds the embedded default when there is none.
+    /// `listen` and `data_dir` override the file.
+    pub fn load(
+        path: Option<&Path>,
+        listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let (raw, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (raw, path.display().to_string())
+            }
+            None => (RawConfig::default(), "the default configuration".to_owned()),
+        };
+        Config::from_raw(raw, &origin, listen, data_dir)
+    }
+
+    /// Parses configuration text (tests, and `load`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: "config".into(),
+            message: e.to_string(),
+        })?;
+        Config::from_raw(raw, "config", None, None)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        origin: &str,
+        listen: Option<SocketAddr>,
+        data_dir: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        };
+        let listen = listen
+            .or(raw.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+        let public_url = raw
+            .public_url
+            .unwrap_or_else(|| format!("http://{listen}"))
+            .trim_end_matches('/')
+            .to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid(format!(
+                "public_url must be an http(s) URL, not {public_url:?}"
+            )));
+        }
+        let data_dir = data_dir
+            .or(raw.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./hangar-data"));
+        let sandbox = match raw.sandbox.as_deref() {
+            None | Some("auto") => SandboxMode::Auto,
+            Some("required") => SandboxMode::Required,
+            Some("off") => SandboxMode::Off,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "sandbox must be \"auto\", \"required\" or \"off\", not {other:?}"
+                )))
+            }
+        };
+        let mut servers = BTreeMap::new();
+        let raw_servers = if raw.servers.is_empty() {
+            default_catalog()
+        } else {
+            raw.servers
+        };
+        for (name, s) in raw_servers {
+            if !valid_name(&name) {
+                return Err(invalid(format!(
+                    "server name {name:?}: use letters, digits, '-' and '_'"
+                )));
+            }
+            if s.command.is_empty() {
+                return Err(invalid(format!("servers.{name}.command is empty")));
+            }
+            let idle_timeout = match &s.idle_timeout {
+                Some(t) => humantime::parse_duration(t)
+                    .map_err(|e| invalid(format!("servers.{name}.idle_timeout: {e}")))?,
+                None => DEFAULT_IDLE,
+            };
+            let network = match s.network.as_deref() {
+                None | Some("host") => Network::Host,
+                Some("none") => Network::None,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "servers.{name}.network must be \"host\" or \"none\", not {other:?}"
+                    )))
+                }
+            };
+            servers.insert(
+                name.clone(),
+                ServerConfig {
+                    command: resolve_command(s.command),
+                    name,
+                    tenancy: s.tenancy,
+                    access: s.access,
+                    idle_timeout,
+                    network,
+                    env: s.env.into_iter().collect(),
+                },
+            );
+        }
+        let default_server = match raw.default_server {
+            Some(d) if servers.contains_key(&d) => d,
+            Some(d) => return Err(invalid(format!("default_server {d:?} is not in [servers]"))),
+            None => servers.keys().next().cloned().unwrap_or_default(),
+        };
+        Ok(Config {
+            listen,
+            public_url,
+            data_dir,
+            database_url: raw.database_url,
+            default_server,
+            max_instances: raw.max_instances.unwrap_or(1000),
+            sandbox,
+            allowed_origins: raw.allowed_origins,
+            servers,
+        })
+    }
+
+    /// Where the identity signing key lives.
+    pub fn identity_key_path(&self) -> PathBuf {
+        self.data_dir.join("identity.key")
+    }
+
+    /// Where instances' sockets live.
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+
+    /// An instance's own persistent dir.
+    pub fn instance_dir(&self, instance_id: &str) -> PathBuf {
+        self.data_dir.join("instances").join(instance_id)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn default_catalog() -> BTreeMap<String, RawServer> {
+    let mut servers = BTreeMap::new();
+    servers.insert(
+        "everything".to_owned(),
+        RawServer {
+            command: vec!["hangar-everything".into()],
+            tenancy: Tenancy::PerUser,
+            access: Access::Authenticated,
+            idle_timeout: None,
+            network: None,
+            env: BTreeMap::new(),
+        },
+    );
+    servers
+}
+
+/// A bare program name that is not on PATH but sits beside the running
+/// `hangar` binary (how `cargo build` lays out `hangar-everything`) is
+/// resolved to that file.
+fn resolve_command(mut command: Vec<String>) -> Vec<String> {
+    let program = &command[0];
+    if program.contains('/') || on_path(program) {
+        return command;
+    }
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(program)))
+    {
+        if beside.is_file() {
+            command[0] = beside.display().to_string();
+        }
+    }
+    command
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_the_embedded_everything_server() {
+        let c = Config::load(None, None, None).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./hangar-data"));
+        assert_eq!(c.default_server, "everything");
+        assert_eq!(c.servers["everything"].tenancy, Tenancy::PerUser);
+        assert_eq!(c.servers["everything"].idle_timeout, DEFAULT_IDLE);
+    }
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = Config::parse(
+            r#"
+            listen = "127.0.0.1:9000"
+            public_url = "https://mcp.example.com/"
+            data_dir = "/var/lib/hangar"
+            sandbox = "required"
+            [servers.everything]
+            command = ["/bin/hangar-everything"]
+            tenancy = "shared"
+            access = "public"
+            idle_timeout = "90s"
+            network = "none"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.public_url, "https://mcp.example.com");
+        assert_eq!(c.sandbox, SandboxMode::Required);
+        let s = &c.servers["everything"];
+        assert_eq!(
+            (s.tenancy, s.access, s.network),
+            (Tenancy::Shared, Access::Public, Network::None)
+        );
+        assert_eq!(s.idle_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn rejects_bad_values_clearly() {
+        for (text, needle) in [
+            ("[servers.x]\ncommand = []", "command is empty"),
+            (
+                "[servers.x]\ncommand = [\"a\"]\nidle_timeout = \"soon\"",
+                "idle_timeout",
+            ),
+            (
+                "[servers.x]\ncommand = [\"a\"]\ntenancy = \"everyone\"",
+                "tenancy",
+            ),
+            ("sandbox = \"maybe\"", "sandbox"),
+            ("default_server = \"nope\"", "default_server"),
+            ("[servers.\"a b\"]\ncommand = [\"a\"]", "server name"),
+            ("unknown_key = 1", "unknown"),
+        ] {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! Instance lifecycle: start on the first request, stop when idle, restart
+//! after a crash, never more than `max_instances` at once.
+//!
+//! Each (server, user) — or (server) for shared tenancy — has a [`Slot`].
+//! Its async mutex is held while starting, so concurrent first requests
+//! start exactly one instance and the rest wait for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hangar_machines::{Address, Backend, InstanceSpec, Running};
+use hangar_store::{Instance as InstanceRecord, Store};
+use http_body_util::Full;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::auth::Principal;
+use crate::config::{Config, ServerConfig, Tenancy};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("all {0} instance slots are in use; try again shortly")]
+    Full(usize),
+    #[error(transparent)]
+    Backend(#[from] hangar_machines::BackendError),
+}
+
+/// A running instance and the connection the router keeps to it.
+pub struct Live {
+    pub id: String,
+    running: Box<dyn Running>,
+    /// One HTTP/2 connection per instance; requests multiplex over it.
+    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    inflight: AtomicUsize,
+    last_used: Mutex<Instant>,
+}
+
+impl Live {
+    pub fn is_alive(&self) -> bool {
+        self.running.is_alive()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.running.pid()
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Counts a request (or an open stream) until the guard is dropped.
+    pub fn enter(self: &Arc<Live>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        InflightGuard(self.clone())
+    }
+
+    /// Sends a request over the instance's connection, opening it if needed.
+    pub async fn send(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        let mut sender = self.sender().await?;
+        sender.send_request(request).await.map_err(|e| {
+            // The connection is broken: forget it so the next request reconnects.
+            if let Ok(mut conn) = self.conn.try_lock() {
+                *conn = None;
+            }
+            e.to_string()
+        })
+    }
+
+    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let mut conn = self.conn.lock().await;
+        if let Some(sender) = conn.as_mut() {
+            if sender.ready().await.is_ok() {
+                return Ok(sender.clone());
+            }
+        }
+        let Address::Unix(path) = self.running.address();
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("connect {}: {e}", path.display()))?;
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("instance connection ended: {e}");
+            }
+        });
+        *conn = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+/// Keeps an instance from idling out while a request or stream is open.
+pub struct InflightGuard(Arc<Live>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.0.last_used.lock() {
+            *t = Instant::now();
+        }
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Slot {
+    server: String,
+    user: Option<Principal>,
+    idle_timeout: Duration,
+    live: tokio::sync::Mutex<Option<Arc<Live>>>,
+}
+
+/// What `hangar instances` and the admin views show.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub id: String,
+    pub server: String,
+    pub user: Option<String>,
+    pub pid: Option<u32>,
+    pub inflight: usize,
+    pub idle_for: Duration,
+}
+
+pub struct Instances {
+    backend: Arc<dyn Backend>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    running: AtomicUsize,
+}
+
+/// The instance id for (server, user): stable, so the data dir persists.
+pub fn instance_id(server: &ServerConfig, user: Option<&Principal>) -> String {
+    match (server.tenancy, user) {
+        (Tenancy::PerUser, Some(user)) => {
+            let short: String = user.user_id.chars().take(16).collect();
+            format!("{}-{short}", server.name)
+        }
+        _ => format!("{}-shared", server.name),
+    }
+}
+
+impl Instances {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        store: Arc<Store>,
+    ) -> Arc<Instances> {
+        let instances = Arc::new(Instances {
+            backend,
+            config,
+            metrics,
+            store,
+            slots: Mutex::new(HashMap::new()),
+            running: AtomicUsize::new(0),
+        });
+        let weak = Arc::downgrade(&instances);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let Some(instances) = weak.upgrade() else {
+                    return;
+                };
+                instances.reap().await;
+            }
+        });
+        instances
+    }
+
+    fn slot(&self, server: &ServerConfig, user: Option<&Principal>) -> (String, Arc<Slot>) {
+        let id = instance_id(server, user);
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = slots
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    server: server.name.clone(),
+                    user: if server.tenancy == Tenancy::PerUser {
+                        user.cloned()
+                    } else {
+                        None
+                    },
+                    idle_timeout: server.idle_timeout,
+                    live: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone();
+        (id, slot)
+    }
+
+    /// The running instance for (server, user), started if needed.
+    pub async fn get(
+        &self,
+        server: &ServerConfig,
+        user: Option<&Principal>,
+    ) -> Result<Arc<Live>, InstanceError> {
+        let (id, slot) = self.slot(server, user);
+        let mut live = slot.live.lock().await;
+        if let Some(current) = live.as_ref() {
+            if current.is_alive() {
+                return Ok(current.clone());
+            }
+            tracing::warn!(instance = %id, "instance died; starting it again");
+            self.forget(&id, &slot, "crashed").await;
+            *live = None;
+        }
+        if self.running.fetch_add(1, Ordering::SeqCst) >= self.config.max_instances {
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            return Err(InstanceError::Full(self.config.max_instances));
+        }
+        let started = Instant::now();
+        let spec = InstanceSpec {
+            id: id.clone(),
+            server: server.name.clone(),
+            user: slot
+                .user
+                .as_ref()
+                .map(|u| (u.user_id.clone(), u.user_name.clone())),
+            command: server.command.clone(),
+            env: server.env.clone(),
+            data_dir: self.config.instance_dir(&id),
+            network: server.network,
+            shared: server.tenancy == Tenancy::Shared,
+        };
+        let running = match self.backend.start(&spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.running.fetch_sub(1, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        let elapsed = started.elapsed();
+        self.metrics.instances_running.inc();
+        self.metrics
+            .cold_starts
+            .with_label_values(&[&server.name])
+            .inc();
+        self.metrics
+            .cold_start_seconds
+            .with_label_values(&[&server.name])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(instance = %id, pid = ?running.pid(), ms = elapsed.as_millis() as u64, "instance started");
+        let fresh = Arc::new(Live {
+            id: id.clone(),
+            running,
+            conn: tokio::sync::Mutex::new(None),
+            inflight: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+        });
+        self.record(&fresh, &slot, "running").await;
+        *live = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn record(&self, live: &Live, slot: &Slot, state: &str) {
+        let now = hangar_store::now();
+        let record = InstanceRecord {
+            id: live.id.clone(),
+            server: slot.server.clone(),
+            user_id: slot.user.as_ref().map(|u| u.user_id.clone()),
+            state: state.to_owned(),
+            pid: live.pid().map(i64::from),
+            address: None,
+            started_at: Some(now),
+            last_used_at: Some(now),
+        };
+        if let Err(e) = self.store.upsert_instance(&record).await {
+            tracing::warn!(instance = %live.id, "could not record the instance: {e}");
+        }
+    }
+
+    async fn forget(&self, id: &str, slot: &Slot, state: &str) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.metrics.instances_running.dec();
+        let record = InstanceRecord {
+            id: id.to_owned(),
+            server: slot.server.clone(),
+            user_id: slot.user.as_ref().map(|u| u.user_id.clone()),
+            state: state.to_owned(),
+            pid: None,
+            address: None,
+            started_at: None,
+            last_used_at: Some(hangar_store::now()),
+        };
+        if let Err(e) = self.store.upsert_instance(&record).await {
+            tracing::warn!(instance = %id, "could not record the instance: {e}");
+        }
+    }
+
+    /// Stops instances idle past their server's timeout, and notices crashes.
+    async fn reap(&self) {
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (id, slot) in slots {
+            // A slot being started (or used by `get`) is busy: skip it this round.
+            let Ok(mut live) = slot.live.try_lock() else {
+                continue;
+            };
+            let Some(current) = live.as_ref() else {
+                continue;
+            };
+            if !current.is_alive() {
+                tracing::warn!(instance = %id, "instance exited");
+                self.forget(&id, &slot, "crashed").await;
+                *live = None;
+                continue;
+            }
+            if current.inflight.load(Ordering::SeqCst) == 0
+                && current.idle_for() >= slot.idle_timeout
+            {
+                tracing::info!(instance = %id, "instance idle; stopping it");
+                current.running.stop().await;
+                self.forget(&id, &slot, "stopped").await;
+                *live = None;
+            }
+        }
+    }
+
+    /// Stops everything (router shutdown).
+    pub async fn stop_all(&self) {
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (id, slot) in slots {
+            let mut live = slot.live.lock().await;
+            if let Some(current) = live.take() {
+                current.running.stop().await;
+                self.forget(&id, &slot, "stopped").await;
+            }
+        }
+    }
+
+    pub async fn list(&self) -> Vec<InstanceView> {
+        let slots: Vec<(String, Arc<Slot>)> = self
+            .slots
+            .lock()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for (id, slot) in slots {
+            let live = slot.live.lock().await;
+            if let Some(current) = live.as_ref() {
+                out.push(InstanceView {
+                    id,
+                    server: slot.server.clone(),
+                    user: slot.user.as_ref().map(|u| u.user_name.clone()),
+                    pid: current.pid(),
+                    inflight: current.inflight.load(Ordering::SeqCst),
+                    idle_for: current.idle_for(),
+                });
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,83 @@
+//! `hangar serve`: the router.
+//!
+//! It authenticates each caller ([`auth`]), finds or starts the caller's own
+//! instance of the requested server ([`instances`], on a
+//! [`hangar_machines::Backend`]) and proxies MCP traffic to it ([`app`]),
+//! passing a signed identity assertion instead of the client's token.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod instances;
+pub mod metrics;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hangar_identity::Signer;
+use hangar_machines::{ProcessBackend, ProcessBackendConfig, Sandbox};
+use hangar_store::Store;
+
+pub use config::Config;
+
+/// Opens the store the configuration names (SQLite in the data dir by default).
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    match &config.database_url {
+        Some(url) => Store::open(url).await.context("opening database_url"),
+        None => Store::open_data_dir(&config.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", config.data_dir.display())),
+    }
+}
+
+/// A router ready to serve: the axum app plus what shutdown needs.
+pub struct Router {
+    pub app: axum::Router,
+    pub instances: Arc<instances::Instances>,
+    pub sandboxed: bool,
+}
+
+/// Builds the router for `config` with the process backend.
+pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> {
+    let config = Arc::new(config);
+    let store = Arc::new(open_store(&config).await?);
+    let signer =
+        Arc::new(Signer::load_or_create(&config.identity_key_path()).context("identity key")?);
+    let data_dir =
+        std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let sandbox = Sandbox::detect(config.sandbox, vec![data_dir]);
+    let sandboxed = sandbox.active();
+    let backend = Arc::new(ProcessBackend::new(
+        ProcessBackendConfig {
+            hangar: hangar_exe.to_path_buf(),
+            run_dir: config.run_dir(),
+            identity_key: signer.public_key().to_owned(),
+            session_idle_timeout: config
+                .servers
+                .values()
+                .map(|s| s.idle_timeout)
+                .max()
+                .unwrap_or(Duration::from_secs(600)),
+        },
+        sandbox,
+    ));
+    let metrics = Arc::new(metrics::Metrics::new());
+    let instances =
+        instances::Instances::new(backend, config.clone(), metrics.clone(), store.clone());
+    let auth = Arc::new(auth::ApiTokens::new(store.clone()));
+    let state = Arc::new(app::AppState::new(
+        config,
+        store,
+        auth,
+        instances.clone(),
+        signer,
+        metrics,
+    ));
+    Ok(Router {
+        app: app::router(state),
+        instances,
+        sandboxed,
+    })
+}
