@@ -11,6 +11,11 @@
 //! events are kept for replay. Modern requests are cancelled when the client
 //! closes the stream, as the 2026-07-28 transport requires.
 
+// The `Err` of the checks below is the HTTP refusal itself (`Result<_, Response>`,
+// the usual axum shape); it is built once on a path that ends the request, so
+// boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -140,8 +145,7 @@ struct Inner {
     sessions: RwLock<HashMap<Arc<str>, Arc<SessionEntry>>>,
     draining: AtomicBool,
     /// Requests being answered right now, for the shutdown drain.
-    inflight: AtomicUsize,
-    idle: Notify,
+    busy: Arc<Busy>,
 }
 
 /// A Streamable HTTP endpoint serving one [`Service`].
@@ -158,8 +162,7 @@ impl StreamableHttp {
             service,
             sessions: RwLock::new(HashMap::new()),
             draining: AtomicBool::new(false),
-            inflight: AtomicUsize::new(0),
-            idle: Notify::new(),
+            busy: Arc::default(),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -194,7 +197,7 @@ impl StreamableHttp {
         };
         match *req.method() {
             Method::POST => {
-                let _busy = BusyGuard::enter(inner);
+                let _busy = inner.busy.enter();
                 inner.post(req, identity).await
             }
             Method::GET => inner.get(req.headers()),
@@ -219,16 +222,26 @@ impl StreamableHttp {
         let inner = &self.inner;
         inner.draining.store(true, Ordering::SeqCst);
         for entry in inner.all_sessions() {
-            entry.streams().detach_all(inner.config.sse_retry_ms);
+            // Only the GET streams: a request's stream must stay attached so
+            // its response, which the drain below waits for, reaches the client.
+            entry
+                .streams()
+                .detach(STANDALONE, inner.config.sse_retry_ms);
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while inner.inflight.load(Ordering::SeqCst) > 0 {
-            if tokio::time::timeout_at(deadline, inner.idle.notified())
-                .await
-                .is_err()
-            {
+        loop {
+            // Register for the wake-up before reading the count: `notify_waiters`
+            // wakes only registered waiters, so a request ending in between
+            // would otherwise leave us waiting out the whole grace period.
+            let idle = inner.busy.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if inner.busy.count.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 tracing::warn!(
-                    requests = inner.inflight.load(Ordering::SeqCst),
+                    requests = inner.busy.count.load(Ordering::SeqCst),
                     "grace period over; abandoning in-flight requests"
                 );
                 break;
@@ -245,19 +258,28 @@ impl StreamableHttp {
     }
 }
 
-/// Counts a request as in flight for the shutdown drain.
-struct BusyGuard<'a>(&'a Inner);
+/// The count of requests in flight, for the shutdown drain. Shared so that
+/// the task feeding an SSE response can keep its request counted after the
+/// handler has returned the response's headers.
+#[derive(Default)]
+struct Busy {
+    count: AtomicUsize,
+    idle: Notify,
+}
 
-impl<'a> BusyGuard<'a> {
-    fn enter(inner: &'a Inner) -> BusyGuard<'a> {
-        inner.inflight.fetch_add(1, Ordering::SeqCst);
-        BusyGuard(inner)
+impl Busy {
+    fn enter(self: &Arc<Busy>) -> BusyGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        BusyGuard(self.clone())
     }
 }
 
-impl Drop for BusyGuard<'_> {
+/// Counts a request as in flight while it lives.
+struct BusyGuard(Arc<Busy>);
+
+impl Drop for BusyGuard {
     fn drop(&mut self) {
-        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
         }
     }
@@ -662,7 +684,11 @@ impl Inner {
         if let Some(ev) = &first_event {
             entry.streams().push(stream_id, ev.as_str());
         }
+        // The request is in flight until its response is on the stream, not
+        // merely until the headers are sent: the shutdown drain waits for it.
+        let busy = self.busy.enter();
         tokio::spawn(async move {
+            let _busy = busy;
             let response = match ready_response {
                 Some(r) => Some(r),
                 None => {
@@ -814,7 +840,10 @@ impl Inner {
         cancel: AbortOnDrop,
     ) -> Response {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
+        // In flight until the response is sent (see `stream_legacy`).
+        let busy = self.busy.enter();
         tokio::spawn(async move {
+            let _busy = busy;
             if let Some(ev) = first_event {
                 if tx.send(crate::sse::event(None, ev.as_str())).await.is_err() {
                     return;

@@ -162,6 +162,13 @@ impl Streams {
             .any(|b| b.live.as_ref().is_some_and(|l| !l.is_closed()))
     }
 
+    /// Ends one stream's live attachment, telling the client when to retry.
+    pub fn detach(&mut self, stream: u64, retry_ms: u64) {
+        if let Some(live) = self.streams.get_mut(&stream).and_then(|b| b.live.take()) {
+            let _ = live.try_send(sse::retry(retry_ms));
+        }
+    }
+
     /// Ends every live attachment (shutdown), telling clients when to retry.
     pub fn detach_all(&mut self, retry_ms: u64) {
         for buf in self.streams.values_mut() {
@@ -289,5 +296,22 @@ mod tests {
             "only the priming event: everything was delivered"
         );
         assert!(parse_event_id("3_14") == Some((3, 14)) && parse_event_id("x").is_none());
+    }
+
+    #[test]
+    fn detach_ends_one_stream_only() {
+        let mut s = Streams::new(16, 4);
+        let mut get = s.resume(STANDALONE, None, 100).unwrap();
+        let (a, mut post) = s.open(100);
+        s.detach(STANDALONE, 250);
+        let got = drain(&mut get);
+        assert!(got.last().unwrap().starts_with("retry: 250"));
+        assert!(
+            matches!(get.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)),
+            "the standalone body has ended"
+        );
+        s.push(a, "response");
+        let got = drain(&mut post);
+        assert!(got.iter().any(|e| e.contains("response")), "{got:?}");
     }
 }
