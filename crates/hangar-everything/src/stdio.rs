@@ -81,9 +81,15 @@ pub async fn serve(identity: Identity) -> std::io::Result<()> {
             }
         }
     }
-    // stdin closed: the client is gone; finish writing and exit.
+    // stdin closed: the client is gone. Stop in-flight work, let go of every
+    // sender (the connection holds some) so the writer drains and ends, and
+    // exit promptly, as the spec asks of stdio servers.
+    for (_, task) in lock(&inflight).drain() {
+        task.abort();
+    }
+    drop(conn);
     drop(out_tx);
-    let _ = writer.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     Ok(())
 }
 

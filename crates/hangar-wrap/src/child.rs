@@ -196,6 +196,12 @@ impl Child {
                 },
             );
         }
+        // The child may have died between the check above and the insert;
+        // `fail_all` would then have missed this entry.
+        if !self.is_alive() {
+            self.routes().pending.remove(&child_id);
+            return exited_error(&original_id, "the MCP server process has exited");
+        }
         let mut guard = CancelOnDrop {
             child: self,
             child_id,
