@@ -45,6 +45,7 @@ fn level_rank(level: &str) -> Option<usize> {
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub user: Option<String>,
+    pub user_id: Option<String>,
     pub server: Option<String>,
     pub instance: Option<String>,
 }
@@ -54,6 +55,7 @@ impl Identity {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Identity {
             user: var("HANGAR_USER"),
+            user_id: var("HANGAR_USER_ID"),
             server: var("HANGAR_SERVER"),
             instance: var("HANGAR_INSTANCE"),
         }
@@ -620,15 +622,23 @@ impl Conn {
     }
 
     fn whoami(&self, ctx: &Ctx<'_>) -> Value {
-        // A shared instance gets the caller in each request's _meta; a per-user
-        // instance in its environment.
-        let from_meta = ctx.meta("dev.hangar/identity").cloned();
+        // A shared instance gets the caller in each request's _meta (put there
+        // by `hangar wrap` from the router's verified assertion); a per-user
+        // instance gets it in its environment.
         let id = &self.shared.identity;
+        let (user, user_id, server, instance, source) = match ctx.meta(mcp_transport::IDENTITY_META) {
+            Some(m) => (m.get("user_name").cloned(), m.get("user").cloned(), m.get("server").cloned(), m.get("instance").cloned(), "request"),
+            None => (
+                Some(json!(id.user)),
+                Some(json!(id.user_id)),
+                Some(json!(id.server)),
+                Some(json!(id.instance)),
+                "environment",
+            ),
+        };
         json!({
-            "user": from_meta.as_ref().and_then(|m| m.get("user").cloned()).unwrap_or_else(|| json!(id.user)),
-            "server": from_meta.as_ref().and_then(|m| m.get("server").cloned()).unwrap_or_else(|| json!(id.server)),
-            "instance": from_meta.as_ref().and_then(|m| m.get("instance").cloned()).unwrap_or_else(|| json!(id.instance)),
-            "pid": std::process::id(),
+            "user": user, "user_id": user_id, "server": server, "instance": instance,
+            "pid": std::process::id(), "identity_from": source,
         })
     }
 
