@@ -626,8 +626,15 @@ impl Conn {
         // by `hangar wrap` from the router's verified assertion); a per-user
         // instance gets it in its environment.
         let id = &self.shared.identity;
-        let (user, user_id, server, instance, source) = match ctx.meta(mcp_transport::IDENTITY_META) {
-            Some(m) => (m.get("user_name").cloned(), m.get("user").cloned(), m.get("server").cloned(), m.get("instance").cloned(), "request"),
+        let (user, user_id, server, instance, source) = match ctx.meta(mcp_transport::IDENTITY_META)
+        {
+            Some(m) => (
+                m.get("user_name").cloned(),
+                m.get("user").cloned(),
+                m.get("server").cloned(),
+                m.get("instance").cloned(),
+                "request",
+            ),
             None => (
                 Some(json!(id.user)),
                 Some(json!(id.user_id)),
