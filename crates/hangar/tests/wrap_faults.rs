@@ -317,7 +317,7 @@ impl SseStream {
 ///   than `initialize` with a fixed reply full of unknown fields.
 ///
 /// In every mode the method `vendor/trigger` first makes the server send an
-/// unknown notification of its own.
+/// unknown notification of its own, and `vendor/never` is never answered.
 const FIXTURE: &str = r#"
 import json, os, sys
 
@@ -360,6 +360,8 @@ while True:
         continue
     if mode == "crash" and method == "tools/call":
         os._exit(3)
+    if method == "vendor/never":
+        continue
     if method == "vendor/trigger":
         send('{"jsonrpc":"2.0","method":"notifications/vendor.example/ping","params":{"_meta":{"vendor.example/n":1.50},"payload" : "hi"}}')
     if mode == "record":
@@ -877,6 +879,64 @@ async fn messages_pass_through_unchanged_except_the_id() {
         })
         .await;
     assert_eq!(ping, VENDOR_PING);
+}
+
+// ---------------------------------------------------------------------------
+// Cancellation.
+
+#[tokio::test]
+async fn client_cancellation_reaches_the_child_with_its_own_id() {
+    let dir = scratch_dir("cancel");
+    let log = dir.join("received.jsonl");
+    let wrap = start_fixture(&[], &fixture_command(&dir, "record", Some(&log)));
+    let mut peer = Peer::new(&wrap);
+    peer.initialize().await;
+
+    let pending = {
+        let request = peer
+            .post()
+            .body(r#"{"jsonrpc":"2.0","id":"slow-1","method":"vendor/never","params":{}}"#);
+        tokio::spawn(async move { request.send().await })
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the child receives the request",
+        || recorded(&log).iter().any(|l| l.contains("vendor/never")),
+    )
+    .await;
+    let child_id = recorded(&log)
+        .iter()
+        .find(|l| l.contains("vendor/never"))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v["id"].as_u64())
+        .expect("the child saw a numeric id");
+
+    let cancel = peer
+        .send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow-1","reason":"user"}}"#)
+        .await;
+    assert_eq!(cancel.status, StatusCode::ACCEPTED, "{}", cancel.body);
+
+    // The pending HTTP request ends at once instead of hanging.
+    let answer = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("the cancelled request ends")
+        .expect("task")
+        .expect("an HTTP answer");
+    assert!(answer.status().is_success());
+    // The child is told, in terms of the id it knows.
+    eventually(
+        Duration::from_secs(5),
+        "the child receives notifications/cancelled",
+        || {
+            recorded(&log).iter().any(|l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                    v["method"] == "notifications/cancelled"
+                        && v["params"]["requestId"] == json!(child_id)
+                })
+            })
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

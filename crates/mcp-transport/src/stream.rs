@@ -314,4 +314,18 @@ mod tests {
         let got = drain(&mut post);
         assert!(got.iter().any(|e| e.contains("response")), "{got:?}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_streams_get_keep_alive_comments() {
+        use futures_util::StreamExt;
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = SseBody::new(rx, std::time::Duration::from_secs(15));
+        tx.send(Bytes::from_static(b"data: 1\n\n")).await.unwrap();
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"data: 1\n\n");
+        // Nothing to send for 15 s: a comment line keeps the connection alive.
+        let next = body.next().await.unwrap().unwrap();
+        assert_eq!(&next[..], b": keep-alive\n\n");
+        drop(tx);
+        assert!(body.next().await.is_none(), "the body ends with its stream");
+    }
 }
