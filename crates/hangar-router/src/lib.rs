@@ -36,6 +36,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub struct Router {
     pub app: axum::Router,
     pub instances: Arc<instances::Instances>,
+    pub store: Arc<Store>,
     pub sandboxed: bool,
 }
 

@@ -50,8 +50,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let store = hangar_router::open_store(&args.config.load(args.listen)?).await?;
-    let users = store.list_users().await?.len();
+    let users = router.store.list_users().await?.len();
     eprintln!("hangar serve: listening on http://{listen}");
     for s in &servers {
         eprintln!("  MCP server {s:?} at {public_url}/mcp/{s}");
