@@ -70,7 +70,7 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
     let auth = Arc::new(auth::ApiTokens::new(store.clone()));
     let state = Arc::new(app::AppState::new(
         config,
-        store,
+        store.clone(),
         auth,
         instances.clone(),
         signer,
@@ -79,6 +79,7 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
     Ok(Router {
         app: app::router(state),
         instances,
+        store,
         sandboxed,
     })
 }
