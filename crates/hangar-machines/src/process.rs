@@ -60,26 +60,20 @@ impl ProcessBackend {
 
     fn command(&self, spec: &InstanceSpec, socket: &std::path::Path) -> Command {
         let mut cmd = Command::new(&self.config.hangar);
+        // Values go in `--flag=VALUE` form: a base64url key (or an id) may
+        // begin with '-', which would otherwise read as another flag.
         cmd.arg("wrap")
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
+            .arg(format!("--listen=unix:{}", socket.display()))
             .arg("--ready-line")
             // One server process per instance: a user's sessions share it.
             .arg("--shared-child")
-            .arg("--identity-key")
-            .arg(&self.config.identity_key)
-            .arg("--instance")
-            .arg(&spec.id)
-            .arg("--session-idle-timeout")
-            .arg(
-                self.config
-                    .session_idle_timeout
-                    .as_secs()
-                    .max(1)
-                    .to_string(),
-            )
-            .arg("--grace")
-            .arg("2");
+            .arg(format!("--identity-key={}", self.config.identity_key))
+            .arg(format!("--instance={}", spec.id))
+            .arg(format!(
+                "--session-idle-timeout={}",
+                self.config.session_idle_timeout.as_secs().max(1)
+            ))
+            .arg("--grace=2");
         if spec.shared {
             cmd.arg("--inject-identity");
         }
@@ -131,9 +125,15 @@ impl Backend for ProcessBackend {
         match tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await {
             Ok(Ok(Some(line))) if line.trim() == "ready" => {}
             Ok(Ok(other)) => {
-                let status = child.try_wait().ok().flatten();
+                // Without a ready line it has usually exited (its reason is
+                // on stderr): report how, waiting a moment for the status.
+                let status = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await
+                {
+                    Ok(Ok(status)) => status.to_string(),
+                    _ => "still running".to_owned(),
+                };
                 return Err(BackendError::NotReady(format!(
-                    "it said {other:?} (exit status {status:?})"
+                    "it said {other:?} ({status})"
                 )));
             }
             Ok(Err(e)) => return Err(BackendError::NotReady(e.to_string())),
@@ -195,7 +195,20 @@ impl Running for ProcessInstance {
     }
 
     fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
+        if !self.alive.load(Ordering::SeqCst) {
+            return false;
+        }
+        // The watcher only polls: look now as well, so that a request right
+        // after a crash starts a new instance instead of failing on the dead one.
+        match self.child.try_lock() {
+            Ok(mut child) => match child.as_mut() {
+                Some(process) => matches!(process.try_wait(), Ok(None)),
+                // Taken by `stop`: it is going away.
+                None => false,
+            },
+            // The watcher (or `stop`) holds it right now; trust the flag.
+            Err(_) => true,
+        }
     }
 
     async fn stop(&self) {
@@ -226,4 +239,97 @@ fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_that_look_like_flags_stay_values() {
+        let backend = ProcessBackend::new(
+            ProcessBackendConfig {
+                hangar: "hangar".into(),
+                run_dir: "/run/hangar".into(),
+                // base64url keys may begin with '-'.
+                identity_key: "-pKey".into(),
+                session_idle_timeout: Duration::from_secs(60),
+            },
+            Sandbox::detect(SandboxMode::Off, vec![]),
+        );
+        let spec = InstanceSpec {
+            id: "-odd-id".into(),
+            server: "s".into(),
+            user: None,
+            command: vec!["server".into()],
+            env: vec![],
+            data_dir: "/data/i".into(),
+            network: crate::Network::Host,
+            shared: false,
+        };
+        let cmd = backend.command(&spec, std::path::Path::new("/run/hangar/i.sock"));
+        let args: Vec<String> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for expected in [
+            "--listen=unix:/run/hangar/i.sock",
+            "--identity-key=-pKey",
+            "--instance=-odd-id",
+        ] {
+            assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
+        }
+        assert_eq!(args.last().map(String::as_str), Some("server"));
+    }
+
+    #[tokio::test]
+    async fn a_killed_instance_is_dead_at_once_and_a_stopped_one_too() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hangar-machines-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Stands in for `hangar wrap`: says it is ready, then waits.
+        let fake = dir.join("fake-hangar");
+        std::fs::write(&fake, "#!/bin/sh\necho ready\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let backend = ProcessBackend::new(
+            ProcessBackendConfig {
+                hangar: fake,
+                run_dir: dir.join("run"),
+                identity_key: "key".into(),
+                session_idle_timeout: Duration::from_secs(60),
+            },
+            Sandbox::detect(SandboxMode::Off, vec![]),
+        );
+        let spec = |id: &str| InstanceSpec {
+            id: id.into(),
+            server: "s".into(),
+            user: None,
+            command: vec!["server".into()],
+            env: vec![],
+            data_dir: dir.join(id),
+            network: crate::Network::Host,
+            shared: false,
+        };
+
+        let killed = backend.start(&spec("a")).await.unwrap();
+        assert!(killed.is_alive());
+        let pid = nix::unistd::Pid::from_raw(killed.pid().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        // Well before the exit watcher's next poll.
+        let deadline = std::time::Instant::now() + Duration::from_millis(50);
+        while killed.is_alive() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still alive after kill -9"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        let stopped = backend.start(&spec("b")).await.unwrap();
+        assert!(stopped.is_alive());
+        stopped.stop().await;
+        assert!(!stopped.is_alive());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
