@@ -83,8 +83,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::wrap::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    // Stopping the instances drains their in-flight requests and ends their
+    // streams, which lets the open client connections finish too.
     router.instances.stop_all().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
 }
 

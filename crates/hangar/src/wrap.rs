@@ -187,7 +187,16 @@ pub async fn run(args: WrapArgs) -> anyhow::Result<()> {
             })
         }
     };
-    shutdown_signal().await;
+    if args.ready_line {
+        // Supervised by a router: also stop when the router is gone, so no
+        // instance outlives it (even after a SIGKILL).
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = parent_gone() => tracing::warn!("the router is gone; stopping"),
+        }
+    } else {
+        shutdown_signal().await;
+    }
     tracing::info!(
         "shutting down: draining in-flight requests (up to {} s)",
         args.grace
@@ -197,6 +206,17 @@ pub async fn run(args: WrapArgs) -> anyhow::Result<()> {
     // Connections still open after the drain (idle SSE) are dropped with the runtime.
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     Ok(())
+}
+
+/// Resolves once this process has been re-parented (its parent died).
+async fn parent_gone() {
+    let parent = nix::unistd::getppid();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if nix::unistd::getppid() != parent {
+            return;
+        }
+    }
 }
 
 /// Tells a supervising router we accept connections: one line on stdout
