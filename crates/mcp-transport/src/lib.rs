@@ -1,8 +1,11 @@
 //! The MCP protocol layer shared by every Hangar component: the JSON-RPC
 //! envelope ([`message`]), protocol eras ([`era`]), SSE encoding ([`sse`]),
 //! request guards ([`guard`]) and the Streamable HTTP server half
-//! ([`server`]) behind the [`service::Service`] seam.
+//! ([`server`]) behind the [`service::Service`] seam, and (feature `client`)
+//! the client half (`client`).
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod era;
 pub mod guard;
 pub mod message;
