@@ -1,5 +1,6 @@
 //! The `hangar` command line: a thin layer over the library crates.
 
+mod connect;
 mod serve;
 mod wrap;
 
@@ -28,12 +29,17 @@ enum Command {
     Token(serve::TokenArgs),
     /// List instances.
     Instances(serve::InstancesArgs),
+    /// Connect a stdio-only MCP client to a remote server (the stdio shim).
+    Connect(connect::ConnectArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     // Logs go to stderr; stdout is kept for protocol and command output.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: stderr is often a log file (MCP clients
+        // keep the stderr of `hangar connect`).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HANGAR_LOG")
                 .unwrap_or_else(|_| "info".into()),
@@ -47,5 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::User(args) => runtime.block_on(serve::user(args)),
         Command::Token(args) => runtime.block_on(serve::token(args)),
         Command::Instances(args) => runtime.block_on(serve::instances(args)),
+        Command::Connect(args) => runtime.block_on(connect::run(args)),
     }
 }

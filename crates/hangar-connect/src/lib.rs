@@ -1,0 +1,293 @@
+//! `hangar connect`: the stdio shim. A local MCP client that speaks only
+//! stdio (Claude Desktop, …) runs `hangar connect URL`; every line it writes
+//! on our stdin goes to the remote Streamable HTTP server through the
+//! transport's client half, and everything the server sends comes back as
+//! lines on our stdout.
+//!
+//! * stdio framing: newline-delimited JSON-RPC, lines bounded by
+//!   [`Options::max_line_bytes`]; stdout carries nothing but protocol (logs
+//!   go to stderr through `tracing`).
+//! * Requests run concurrently, each in its own task, so a server→client
+//!   request (sampling, elicitation, roots) arriving on a request's SSE
+//!   stream can be answered while that request is in flight; the client's
+//!   answer is POSTed back. Notifications and responses are sent in order.
+//! * A request that cannot be answered (server unreachable, 401 without
+//!   sign-in, broken stream) gets a JSON-RPC error with its id.
+//! * `notifications/cancelled` also stops our own wait for the request; for
+//!   a modern (2026-07-28) request, closing its stream *is* the cancellation,
+//!   so the notification is not POSTed.
+//! * When stdin closes (or on SIGTERM, through `shutdown`), in-flight
+//!   requests are dropped and the session is DELETEd.
+
+pub mod auth;
+pub mod options;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mcp_transport::client::{Authorizer, Client, ClientError};
+pub use mcp_transport::client::{ClientConfig, Url};
+use mcp_transport::era::{self, Era};
+use mcp_transport::{Kind, Message};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+
+/// Bounds of the stdio side.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Longest line accepted on stdin.
+    pub max_line_bytes: usize,
+    /// Messages waiting for stdout before senders wait.
+    pub out_queue: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_line_bytes: 16 * 1024 * 1024,
+            out_queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// The shim: one remote endpoint, one local client.
+pub struct Shim {
+    client: Arc<Client>,
+    out_tx: mpsc::Sender<Message>,
+    out_rx: mpsc::Receiver<Message>,
+    options: Options,
+}
+
+type Inflight = Arc<Mutex<HashMap<String, (AbortHandle, Era)>>>;
+
+impl Shim {
+    pub fn new(
+        config: ClientConfig,
+        authorizer: Arc<dyn Authorizer>,
+        options: Options,
+    ) -> Result<Shim, ConnectError> {
+        let (out_tx, out_rx) = mpsc::channel(options.out_queue.max(1));
+        let client = Arc::new(Client::new(config, authorizer, out_tx.clone())?);
+        Ok(Shim {
+            client,
+            out_tx,
+            out_rx,
+            options,
+        })
+    }
+
+    /// The client half (for its session id, in tests and logs).
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// Serves until `input` ends or `shutdown` resolves, then ends the session.
+    pub async fn run<R, W>(self, input: R, output: W, shutdown: impl Future<Output = ()>)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let Shim {
+            client,
+            out_tx,
+            out_rx,
+            options,
+        } = self;
+        let writer = tokio::spawn(write_lines(out_rx, output));
+        let inflight: Inflight = Arc::default();
+        tokio::select! {
+            _ = read_lines(&client, &out_tx, &inflight, input, options.max_line_bytes) => {
+                tracing::debug!("stdin closed; ending the session");
+            }
+            _ = shutdown => tracing::debug!("shutting down; ending the session"),
+        }
+        for (_, (task, _)) in lock(&inflight).drain() {
+            task.abort();
+        }
+        client.close().await;
+        // Let every sender go so the writer drains what is queued and ends.
+        drop(client);
+        drop(out_tx);
+        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    }
+}
+
+async fn read_lines<R: AsyncRead + Unpin>(
+    client: &Arc<Client>,
+    out: &mpsc::Sender<Message>,
+    inflight: &Inflight,
+    input: R,
+    max_line: usize,
+) {
+    let mut lines = FramedRead::new(input, LinesCodec::new_with_max_length(max_line));
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(l) => l,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                tracing::warn!("a line on stdin is longer than {max_line} bytes; dropped");
+                let _ = out
+                    .send(Message::error_response(
+                        None,
+                        mcp_transport::codes::INVALID_REQUEST,
+                        &format!("message longer than {max_line} bytes"),
+                        None,
+                    ))
+                    .await;
+                continue;
+            }
+            Err(LinesCodecError::Io(e)) => {
+                tracing::warn!("cannot read stdin: {e}");
+                return;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message = match Message::parse(line) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("not a JSON-RPC message on stdin: {e}");
+                let _ = out
+                    .send(Message::error_response(
+                        None,
+                        e.code(),
+                        &e.to_string(),
+                        None,
+                    ))
+                    .await;
+                continue;
+            }
+        };
+        match message.kind() {
+            Kind::Request => spawn_request(client, out, inflight, message),
+            Kind::Notification if message.method() == Some("notifications/cancelled") => {
+                let era = cancel(inflight, &message);
+                // A modern request is cancelled by closing its stream (done
+                // above); the 2026-07-28 transport has no client notifications.
+                if era != Some(Era::Modern) {
+                    send_in_order(client, message).await;
+                }
+            }
+            _ => send_in_order(client, message).await,
+        }
+    }
+}
+
+/// Sends a notification or a response before reading the next line, so the
+/// server sees them in the order the client wrote them.
+async fn send_in_order(client: &Client, message: Message) {
+    let what = message.method().unwrap_or("response").to_owned();
+    if let Err(e) = client.send(message).await {
+        tracing::warn!("could not deliver {what}: {e}");
+    }
+}
+
+fn spawn_request(
+    client: &Arc<Client>,
+    out: &mpsc::Sender<Message>,
+    inflight: &Inflight,
+    message: Message,
+) {
+    let id = message.id_raw().unwrap_or("null").to_owned();
+    let era = era::detect(&message, None);
+    let (client, out, map) = (client.clone(), out.clone(), inflight.clone());
+    let key = id.clone();
+    // Hold the table while spawning so the task cannot remove its entry
+    // before it is inserted.
+    let mut table = lock(inflight);
+    let task = tokio::spawn(async move {
+        let method = message.method().unwrap_or_default().to_owned();
+        if let Err(e) = client.send(message).await {
+            tracing::warn!("{method} failed: {e}");
+            let _ = out
+                .send(Message::error_response(
+                    Some(&key),
+                    e.code(),
+                    &e.to_string(),
+                    None,
+                ))
+                .await;
+        }
+        lock(&map).remove(&key);
+    });
+    table.insert(id, (task.abort_handle(), era));
+}
+
+/// Stops waiting for the request a `notifications/cancelled` names; returns
+/// that request's era, if it was in flight.
+fn cancel(inflight: &Inflight, message: &Message) -> Option<Era> {
+    let id = message.params()?.get("requestId")?.to_string();
+    let (task, era) = lock(inflight).remove(&id)?;
+    task.abort();
+    Some(era)
+}
+
+/// Writes each message as one line; flushes when the queue is empty.
+async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Message>, mut output: W) {
+    let mut buf = Vec::with_capacity(8 * 1024);
+    while let Some(m) = rx.recv().await {
+        buf.clear();
+        frame(&m, &mut buf);
+        while let Ok(m) = rx.try_recv() {
+            frame(&m, &mut buf);
+        }
+        if output.write_all(&buf).await.is_err() || output.flush().await.is_err() {
+            tracing::debug!("stdout closed");
+            return;
+        }
+    }
+}
+
+/// Appends `m` as one stdio line. Raw line breaks can only be JSON
+/// whitespace (strings cannot hold them), so they become spaces; every other
+/// byte is kept.
+pub fn frame(m: &Message, buf: &mut Vec<u8>) {
+    let text = m.as_str().as_bytes();
+    if text.iter().any(|&b| b == b'\n' || b == b'\r') {
+        buf.extend(
+            text.iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+    } else {
+        buf.extend_from_slice(text);
+    }
+    buf.push(b'\n');
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_one_line_per_message() {
+        let mut buf = Vec::new();
+        let pretty = Message::parse(
+            "{\r\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"result\": {\"t\": \"a\\nb\"}\n}",
+        )
+        .unwrap();
+        frame(&pretty, &mut buf);
+        let plain = Message::parse(r#"{"jsonrpc":"2.0","method":"x"}"#).unwrap();
+        frame(&plain, &mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["result"]["t"], "a\nb");
+        assert_eq!(lines[1], plain.as_str());
+    }
+}

@@ -1,0 +1,145 @@
+//! `hangar connect URL [--header "K: V"]… [--transport …] [--allow-http] [OAuth flags…]`
+//!
+//! The stdio shim for MCP clients that speak only stdio. Flag names follow
+//! mcp-remote so it is a drop-in replacement. OAuth sign-in comes later: its
+//! flags are accepted (and checked) but only reported as not implemented yet.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use hangar_connect::auth::SignInNotImplemented;
+use hangar_connect::options::{parse_header, server_url};
+use hangar_connect::{ClientConfig, Url};
+use hangar_connect::{Options, Shim};
+use http::{HeaderName, HeaderValue};
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    /// The remote MCP endpoint, e.g. https://mcp.example.com/mcp/everything.
+    url: String,
+    /// The OAuth callback port (mcp-remote's positional form of --callback-port).
+    #[arg(value_name = "CALLBACK_PORT")]
+    port: Option<u16>,
+    /// A header sent on every request, "Name: value"; `${VAR}` expands from
+    /// the environment (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Which transport to try: Streamable HTTP, the legacy HTTP+SSE, or one then the other.
+    #[arg(long, value_enum, default_value_t = Transport::HttpFirst)]
+    transport: Transport,
+    /// Allow plain http:// to hosts that are not loopback.
+    #[arg(long)]
+    allow_http: bool,
+    /// Use HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment.
+    #[arg(long)]
+    enable_proxy: bool,
+    /// OAuth: the port of the loopback redirect (not implemented yet).
+    #[arg(long, value_name = "PORT")]
+    callback_port: Option<u16>,
+    /// OAuth: a pre-registered client (JSON, or @file) (not implemented yet).
+    #[arg(long, value_name = "JSON|@FILE")]
+    static_oauth_client_info: Option<String>,
+    /// OAuth: client metadata for registration (JSON, or @file) (not implemented yet).
+    #[arg(long, value_name = "JSON|@FILE")]
+    static_oauth_client_metadata: Option<String>,
+    /// OAuth: our client ID metadata document (CIMD) URL (not implemented yet).
+    #[arg(long, value_name = "URL")]
+    client_metadata_url: Option<String>,
+    /// OAuth: the resource (RFC 8707) to ask a token for (not implemented yet).
+    #[arg(long, value_name = "URI")]
+    resource: Option<String>,
+    /// OAuth: print the sign-in URL instead of opening a browser (not implemented yet).
+    #[arg(long)]
+    no_browser: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    HttpFirst,
+    SseFirst,
+    HttpOnly,
+    SseOnly,
+}
+
+/// Reads a `JSON|@file` option and checks that it is JSON.
+fn json_option(flag: &str, value: &str) -> anyhow::Result<serde_json::Value> {
+    let text = match value.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("{flag}: cannot read {path}"))?
+        }
+        None => value.to_owned(),
+    };
+    serde_json::from_str(&text).with_context(|| format!("{flag}: not valid JSON"))
+}
+
+pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
+    let url = server_url(&args.url, args.allow_http)?;
+    match args.transport {
+        Transport::HttpFirst | Transport::HttpOnly => {}
+        Transport::SseFirst | Transport::SseOnly => bail!(
+            "--transport sse-first/sse-only: the legacy HTTP+SSE transport is not supported yet; \
+             use http-first or http-only (Streamable HTTP)"
+        ),
+    }
+    let mut oauth_flags = Vec::new();
+    if let Some(v) = &args.static_oauth_client_info {
+        json_option("--static-oauth-client-info", v)?;
+        oauth_flags.push("--static-oauth-client-info");
+    }
+    if let Some(v) = &args.static_oauth_client_metadata {
+        json_option("--static-oauth-client-metadata", v)?;
+        oauth_flags.push("--static-oauth-client-metadata");
+    }
+    if let Some(v) = &args.client_metadata_url {
+        let cimd = Url::parse(v).context("--client-metadata-url")?;
+        if cimd.scheme() != "https" || cimd.path() == "/" {
+            bail!("--client-metadata-url must be an https:// URL with a path");
+        }
+        oauth_flags.push("--client-metadata-url");
+    }
+    if let Some(v) = &args.resource {
+        Url::parse(v).context("--resource must be an absolute URI")?;
+        oauth_flags.push("--resource");
+    }
+    if args.callback_port.is_some() || args.port.is_some() {
+        oauth_flags.push("--callback-port");
+    }
+    if args.no_browser {
+        oauth_flags.push("--no-browser");
+    }
+    if !oauth_flags.is_empty() {
+        tracing::warn!(
+            "OAuth sign-in is not implemented yet in hangar connect; ignoring {}",
+            oauth_flags.join(", ")
+        );
+    }
+
+    let mut config = ClientConfig::new(url);
+    config.proxy_from_env = args.enable_proxy;
+    for line in &args.headers {
+        let (name, value) = parse_header(line, |v| std::env::var(v).ok())?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .with_context(|| format!("--header {name}: not a valid header name"))?;
+        let mut value = HeaderValue::from_str(&value)
+            .with_context(|| format!("--header {name}: not a valid header value"))?;
+        if header == http::header::AUTHORIZATION || header == http::header::COOKIE {
+            value.set_sensitive(true);
+        }
+        config.headers.insert(header, value);
+    }
+    let has_token = config.headers.contains_key(http::header::AUTHORIZATION);
+    tracing::debug!("connecting to {}", config.url);
+    let shim = Shim::new(
+        config,
+        Arc::new(SignInNotImplemented::new(has_token)),
+        Options::default(),
+    )?;
+    shim.run(
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        crate::wrap::shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
