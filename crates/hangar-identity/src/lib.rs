@@ -7,8 +7,10 @@
 //! assertions for anyone else; the audience names the instance, so an
 //! assertion for one instance is refused by every other.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -20,8 +22,17 @@ use serde::{Deserialize, Serialize};
 /// The HTTP header carrying the assertion.
 pub const HEADER: &str = "hangar-identity";
 const ISSUER: &str = "hangar-router";
-/// Assertions live this long: one request's worth, plus clock slack.
+/// Assertions live this long.
 const TTL_SECS: u64 = 60;
+/// The router reuses an assertion this long (so it is always valid for at
+/// least `TTL_SECS - REUSE` more), sparing an Ed25519 signature per request.
+const REUSE: Duration = Duration::from_secs(20);
+/// An instance remembers a verified assertion this long (less than what is
+/// left of its life when the router last hands it out), sparing a
+/// signature check per request.
+const REMEMBER: Duration = Duration::from_secs(30);
+/// Most assertions either cache holds; past it the cache starts afresh.
+const CACHE_LIMIT: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -37,7 +48,7 @@ pub enum IdentityError {
 }
 
 /// Who is calling, as the instance sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Identity {
     /// The user's id; `None` for public (unauthenticated) access.
     pub user: Option<String>,
@@ -72,6 +83,7 @@ fn audience(instance: &str) -> String {
 pub struct Signer {
     encoding: EncodingKey,
     public: String,
+    recent: Mutex<HashMap<Identity, (String, Instant)>>,
 }
 
 impl Signer {
@@ -106,12 +118,30 @@ impl Signer {
         Ok(Signer {
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
             public: URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes()),
+            recent: Mutex::new(HashMap::new()),
         })
     }
 
     /// The public key (base64url), what instances are given.
     pub fn public_key(&self) -> &str {
         &self.public
+    }
+
+    /// An assertion for `identity`: a recent one when there is one, else a
+    /// freshly signed one.
+    pub fn assertion(&self, identity: &Identity) -> Result<String, IdentityError> {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, at)) = recent.get(identity) {
+            if at.elapsed() < REUSE {
+                return Ok(token.clone());
+            }
+        }
+        let token = self.sign(identity)?;
+        if recent.len() >= CACHE_LIMIT {
+            recent.clear();
+        }
+        recent.insert(identity.clone(), (token.clone(), Instant::now()));
+        Ok(token)
     }
 
     pub fn sign(&self, identity: &Identity) -> Result<String, IdentityError> {
@@ -141,6 +171,7 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 pub struct Verifier {
     decoding: DecodingKey,
     validation: Validation,
+    known: Mutex<HashMap<String, (Identity, Instant)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -162,13 +193,28 @@ impl Verifier {
         Ok(Verifier {
             decoding,
             validation,
+            known: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((identity, at)) = known.get(token) {
+                if at.elapsed() < REMEMBER {
+                    return Ok(identity.clone());
+                }
+            }
+        }
+        let identity = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims.identity)
-            .map_err(|e| IdentityError::Refused(e.to_string()))
+            .map_err(|e| IdentityError::Refused(e.to_string()))?;
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= CACHE_LIMIT {
+            known.clear();
+        }
+        known.insert(token.to_owned(), (identity.clone(), Instant::now()));
+        Ok(identity)
     }
 }
 
@@ -196,6 +242,29 @@ mod tests {
             other.verify(&token).is_err(),
             "an assertion for one instance must not open another"
         );
+    }
+
+    #[test]
+    fn assertions_are_reused_briefly_and_stay_verifiable() {
+        let signer = Signer::from_seed(&[9; 32]).unwrap();
+        let a = signer.assertion(&alice("i-1")).unwrap();
+        assert_eq!(
+            a,
+            signer.assertion(&alice("i-1")).unwrap(),
+            "reused within the window"
+        );
+        assert_ne!(
+            a,
+            signer.assertion(&alice("i-2")).unwrap(),
+            "one per identity"
+        );
+        let v = Verifier::new(signer.public_key(), "i-1").unwrap();
+        assert_eq!(v.verify(&a).unwrap(), alice("i-1"));
+        assert_eq!(v.verify(&a).unwrap(), alice("i-1"), "remembered");
+        // The cache holds only tokens this verifier accepted: another
+        // instance still refuses it.
+        let other = Verifier::new(signer.public_key(), "i-2").unwrap();
+        assert!(other.verify(&a).is_err());
     }
 
     #[test]

@@ -556,7 +556,7 @@ fn upstream_request(
             h.append(name.clone(), value.clone());
         }
     }
-    let assertion = signer.sign(identity).map_err(|e| e.to_string())?;
+    let assertion = signer.assertion(identity).map_err(|e| e.to_string())?;
     h.insert(
         HeaderName::from_static(hangar_identity::HEADER),
         HeaderValue::from_str(&assertion).map_err(|e| e.to_string())?,

@@ -145,6 +145,9 @@ pub struct AuditEntry {
 }
 
 /// The current time in unix seconds.
+/// How fresh `TokenInfo::last_used_at` is kept, in seconds.
+pub const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -439,7 +442,9 @@ impl Store {
     /// Checks an API token. `Some((user, info))` for a well-formed token whose
     /// secret matches and which is neither revoked nor expired (expired when
     /// `now() >= expires_at`); `None` for anything else, never an error for a
-    /// bad token. Records the time of use in `last_used_at`.
+    /// bad token. Records the time of use in `last_used_at`, to the minute:
+    /// it is written only when older than [`LAST_USED_RESOLUTION_SECS`], so
+    /// verifying is a read, not a disk flush, on almost every request.
     pub async fn verify_token(&self, token: &str) -> Result<Option<(User, TokenInfo)>> {
         let Some((id, secret)) = parse_token(token) else {
             return Ok(None);
@@ -477,12 +482,20 @@ impl Store {
         if info.revoked || info.expires_at.is_some_and(|exp| now >= exp) {
             return Ok(None);
         }
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(&info.id)
-            .execute(&self.pool)
-            .await?;
-        info.last_used_at = Some(now);
+        // Every request verifies its token: writing (and syncing) the store
+        // each time would cost a disk flush per request, so `last_used_at`
+        // is only refreshed when it is older than a minute.
+        if info
+            .last_used_at
+            .is_none_or(|last| now - last >= LAST_USED_RESOLUTION_SECS)
+        {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&info.id)
+                .execute(&self.pool)
+                .await?;
+            info.last_used_at = Some(now);
+        }
         Ok(Some((user, info)))
     }
 
