@@ -27,15 +27,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use mcp_transport::client::{Authorizer, Client, ClientError};
 pub use mcp_transport::client::{ClientConfig, Url};
 use mcp_transport::era::{self, Era};
 use mcp_transport::{Kind, Message};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 /// Bounds of the stdio side.
 #[derive(Debug, Clone)]
@@ -123,6 +121,63 @@ impl Shim {
     }
 }
 
+/// One line read from stdin.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line (without its line break) is in the buffer.
+    Complete,
+    /// The line was longer than the limit and was skipped to its end.
+    TooLong,
+    Eof,
+}
+
+/// Reads one newline-terminated line into `buf`, keeping at most `max`
+/// bytes: a longer line is consumed and reported, and reading goes on with
+/// the next one (so one bad line cannot end the session).
+async fn next_line<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    let mut seen = false;
+    loop {
+        let chunk = input.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (seen, too_long) {
+                (false, _) => Line::Eof,
+                (true, true) => Line::TooLong,
+                (true, false) => Line::Complete,
+            });
+        }
+        seen = true;
+        let (take, used, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, i + 1, true),
+            None => (chunk.len(), chunk.len(), false),
+        };
+        if !too_long {
+            if buf.len() + take > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(&chunk[..take]);
+            }
+        }
+        input.consume(used);
+        if done {
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
+    }
+}
+
 async fn read_lines<R: AsyncRead + Unpin>(
     client: &Arc<Client>,
     out: &mpsc::Sender<Message>,
@@ -130,41 +185,41 @@ async fn read_lines<R: AsyncRead + Unpin>(
     input: R,
     max_line: usize,
 ) {
-    let mut lines = FramedRead::new(input, LinesCodec::new_with_max_length(max_line));
-    while let Some(line) = lines.next().await {
-        let line = match line {
-            Ok(l) => l,
-            Err(LinesCodecError::MaxLineLengthExceeded) => {
-                tracing::warn!("a line on stdin is longer than {max_line} bytes; dropped");
-                let _ = out
-                    .send(Message::error_response(
-                        None,
-                        mcp_transport::codes::INVALID_REQUEST,
-                        &format!("message longer than {max_line} bytes"),
-                        None,
-                    ))
-                    .await;
-                continue;
-            }
-            Err(LinesCodecError::Io(e)) => {
+    let mut input = BufReader::with_capacity(64 * 1024, input);
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        let parsed = match next_line(&mut input, &mut buf, max_line).await {
+            Ok(Line::Eof) => return,
+            Err(e) => {
                 tracing::warn!("cannot read stdin: {e}");
                 return;
             }
+            Ok(Line::TooLong) => {
+                tracing::warn!("a line on stdin is longer than {max_line} bytes; dropped");
+                Err((
+                    mcp_transport::codes::INVALID_REQUEST,
+                    format!("message longer than {max_line} bytes"),
+                ))
+            }
+            Ok(Line::Complete) => {
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match std::str::from_utf8(&buf) {
+                    Ok(text) => Message::parse(text).map_err(|e| (e.code(), e.to_string())),
+                    Err(_) => Err((
+                        mcp_transport::codes::PARSE_ERROR,
+                        "parse error: the line is not UTF-8".to_owned(),
+                    )),
+                }
+            }
         };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let message = match Message::parse(line) {
+        let message = match parsed {
             Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("not a JSON-RPC message on stdin: {e}");
+            Err((code, why)) => {
+                tracing::warn!("not a JSON-RPC message on stdin: {why}");
                 let _ = out
-                    .send(Message::error_response(
-                        None,
-                        e.code(),
-                        &e.to_string(),
-                        None,
-                    ))
+                    .send(Message::error_response(None, code, &why, None))
                     .await;
                 continue;
             }
@@ -272,6 +327,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_reading_goes_on() {
+        let data: &[u8] = b"short\r\n0123456789abc\nok\n\nlast-without-newline";
+        let mut input = BufReader::with_capacity(4, data);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let line = next_line(&mut input, &mut buf, 10).await.unwrap();
+            if line == Line::Eof {
+                break;
+            }
+            got.push((line, String::from_utf8(buf.clone()).unwrap()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (Line::Complete, "short".into()),
+                (Line::TooLong, String::new()),
+                (Line::Complete, "ok".into()),
+                (Line::Complete, String::new()),
+                (Line::TooLong, String::new()),
+            ]
+        );
+    }
 
     #[test]
     fn frames_one_line_per_message() {
