@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod options;
+pub mod stdio;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -136,8 +136,8 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         Options::default(),
     )?;
     shim.run(
-        tokio::io::stdin(),
-        tokio::io::stdout(),
+        hangar_connect::stdio::stdin(),
+        hangar_connect::stdio::stdout(),
         crate::wrap::shutdown_signal(),
     )
     .await;
