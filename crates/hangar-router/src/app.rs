@@ -27,6 +27,7 @@ use mcp_transport::server::{rpc_error, SESSION_HEADER};
 use mcp_transport::{codes, Kind, Message};
 use serde_json::json;
 
+use crate::audit::AuditLog;
 use crate::auth::{self, Authenticator, Principal};
 use crate::config::{Access, Config, ServerConfig};
 use crate::instances::{InstanceError, Instances};
@@ -46,6 +47,7 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub metrics: Arc<Metrics>,
     pub origins: OriginPolicy,
+    audit: AuditLog,
     /// Legacy session id → the instance (and so the user) that created it.
     sessions: Mutex<HashMap<String, String>>,
 }
@@ -67,6 +69,7 @@ impl AppState {
         }
         origins.allowed_origins = config.allowed_origins.clone();
         origins.allowed_origins.push(config.public_url.clone());
+        let audit = AuditLog::start(store.clone());
         AppState {
             config,
             store,
@@ -76,6 +79,7 @@ impl AppState {
             metrics,
             origins,
             sessions: Mutex::new(HashMap::new()),
+            audit,
         }
     }
 
@@ -481,13 +485,7 @@ fn audit(
         outcome: outcome.to_owned(),
         duration_ms: started.elapsed().as_millis() as i64,
     };
-    let store = state.store.clone();
-    // Off the request path: the audit write must not add latency.
-    tokio::spawn(async move {
-        if let Err(e) = store.audit(&entry).await {
-            tracing::warn!("audit write failed: {e}");
-        }
-    });
+    state.audit.record(entry);
 }
 
 /// Binds a new legacy session to the instance that created it, and forgets

@@ -4,7 +4,10 @@
 //! authorization server (a later issue) adds its access tokens behind the
 //! same check, so routing never cares which kind of token it was.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -12,6 +15,7 @@ use argon2::Argon2;
 use async_trait::async_trait;
 use hangar_store::Store;
 use http::HeaderMap;
+use sha2::{Digest, Sha256};
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,14 +34,66 @@ pub trait Authenticator: Send + Sync {
     ) -> Result<Option<Principal>, hangar_store::StoreError>;
 }
 
+/// How long a verified token is trusted without asking the store again.
+/// Revocations through the admin CLI take effect at once anyway (see
+/// [`mark_tokens_changed`]); this bounds the delay for any other change
+/// (another router replica revoking in a shared Postgres).
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most tokens the cache holds; past it, it starts afresh.
+const TOKEN_CACHE_LIMIT: usize = 10_000;
+/// The file the admin CLI touches when tokens or users change.
+const TOKENS_CHANGED: &str = "tokens.changed";
+
 /// API tokens created with `hangar token create`.
+///
+/// Verifying a token is a store query, which costs far more than the rest of
+/// the router's work per request, so verified tokens are cached briefly,
+/// keyed by a hash of the token (the token itself is not kept).
 pub struct ApiTokens {
     store: Arc<Store>,
+    stamp: PathBuf,
+    cache: Mutex<TokenCache>,
+}
+
+#[derive(Default)]
+struct TokenCache {
+    entries: HashMap<[u8; 32], (Principal, Instant)>,
+    stamp: Option<SystemTime>,
 }
 
 impl ApiTokens {
-    pub fn new(store: Arc<Store>) -> ApiTokens {
-        ApiTokens { store }
+    pub fn new(store: Arc<Store>, data_dir: &Path) -> ApiTokens {
+        ApiTokens {
+            store,
+            stamp: data_dir.join(TOKENS_CHANGED),
+            cache: Mutex::new(TokenCache::default()),
+        }
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Principal> {
+        let stamp = std::fs::metadata(&self.stamp)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.stamp != stamp {
+            cache.entries.clear();
+            cache.stamp = stamp;
+            return None;
+        }
+        match cache.entries.get(key) {
+            Some((principal, at)) if at.elapsed() < TOKEN_CACHE_TTL => Some(principal.clone()),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, key: [u8; 32], principal: &Principal) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.entries.len() >= TOKEN_CACHE_LIMIT {
+            cache.entries.clear();
+        }
+        cache
+            .entries
+            .insert(key, (principal.clone(), Instant::now()));
     }
 }
 
@@ -47,15 +103,33 @@ impl Authenticator for ApiTokens {
         &self,
         token: &str,
     ) -> Result<Option<Principal>, hangar_store::StoreError> {
-        Ok(self
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.cached(&key) {
+            return Ok(Some(principal));
+        }
+        let principal = self
             .store
             .verify_token(token)
             .await?
             .map(|(user, _)| Principal {
                 user_id: user.id,
                 user_name: user.name,
-            }))
+            });
+        if let Some(p) = &principal {
+            self.remember(key, p);
+        }
+        Ok(principal)
     }
+}
+
+/// Tells running routers on this data dir to forget the tokens they have
+/// verified (after a revocation or a user's removal).
+pub fn mark_tokens_changed(data_dir: &Path) -> std::io::Result<()> {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::fs::write(data_dir.join(TOKENS_CHANGED), nanos.to_string())
 }
 
 /// The bearer token of a request (never from the query string).

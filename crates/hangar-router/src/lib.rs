@@ -6,6 +6,7 @@
 //! passing a signed identity assertion instead of the client's token.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod instances;
@@ -67,7 +68,7 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
     let metrics = Arc::new(metrics::Metrics::new());
     let instances =
         instances::Instances::new(backend, config.clone(), metrics.clone(), store.clone());
-    let auth = Arc::new(auth::ApiTokens::new(store.clone()));
+    let auth = Arc::new(auth::ApiTokens::new(store.clone(), &config.data_dir));
     let state = Arc::new(app::AppState::new(
         config,
         store.clone(),

@@ -254,6 +254,13 @@ impl Store {
                     sqlx::query("PRAGMA busy_timeout = 5000")
                         .execute(&mut *conn)
                         .await?;
+                    // With WAL, NORMAL syncs at checkpoints rather than at
+                    // every commit: a crash of Hangar loses nothing, a power
+                    // cut at most the last commits, and a commit is no longer
+                    // a disk flush (SQLite's own recommendation for WAL).
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             })
@@ -595,25 +602,35 @@ impl Store {
 
     /// Appends a tool call to the audit log.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
-        if !AUDIT_OUTCOMES.contains(&entry.outcome.as_str()) {
+        self.audit_many(std::slice::from_ref(entry)).await
+    }
+
+    /// Writes several audit entries in one transaction (one disk flush for
+    /// the lot: the router batches tool-call records this way).
+    pub async fn audit_many(&self, entries: &[AuditEntry]) -> Result<()> {
+        if let Some(bad) = entries.iter().find(|e| !AUDIT_OUTCOMES.contains(&e.outcome.as_str())) {
             return Err(StoreError::Invalid(format!(
                 "audit outcome {:?} is not one of {AUDIT_OUTCOMES:?}",
-                entry.outcome
+                bad.outcome
             )));
         }
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, user_id, server, tool, outcome, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(new_audit_id())
-        .bind(entry.at)
-        .bind(entry.user_id.as_deref())
-        .bind(&entry.server)
-        .bind(&entry.tool)
-        .bind(&entry.outcome)
-        .bind(entry.duration_ms)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        for entry in entries {
+            sqlx::query(
+                "INSERT INTO audit_log (id, at, user_id, server, tool, outcome, duration_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(new_audit_id())
+            .bind(entry.at)
+            .bind(entry.user_id.as_deref())
+            .bind(&entry.server)
+            .bind(&entry.tool)
+            .bind(&entry.outcome)
+            .bind(entry.duration_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -116,7 +116,8 @@ enum UserCommand {
 }
 
 pub async fn user(args: UserArgs) -> anyhow::Result<()> {
-    let store = hangar_router::open_store(&args.config.load(None)?).await?;
+    let config = args.config.load(None)?;
+    let store = hangar_router::open_store(&config).await?;
     match args.command {
         UserCommand::Add {
             name,
@@ -152,6 +153,7 @@ pub async fn user(args: UserArgs) -> anyhow::Result<()> {
             if !store.remove_user(&name).await? {
                 bail!("no user named {name:?}");
             }
+            hangar_router::auth::mark_tokens_changed(&config.data_dir)?;
             eprintln!("removed user {name} and their tokens");
         }
     }
@@ -186,7 +188,8 @@ enum TokenCommand {
 }
 
 pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let store = hangar_router::open_store(&args.config.load(None)?).await?;
+    let config = args.config.load(None)?;
+    let store = hangar_router::open_store(&config).await?;
     match args.command {
         TokenCommand::Create { user, expires } => {
             let Some(u) = store.user_by_name(&user).await? else {
@@ -208,6 +211,7 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
             if !store.revoke_token(&id).await? {
                 bail!("no token with id {id:?}");
             }
+            hangar_router::auth::mark_tokens_changed(&config.data_dir)?;
             eprintln!("revoked token {id}");
         }
         TokenCommand::List { user } => {
