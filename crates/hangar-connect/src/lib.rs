@@ -103,7 +103,8 @@ impl Shim {
             out_rx,
             options,
         } = self;
-        let writer = tokio::spawn(write_lines(out_rx, output));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(write_lines(out_rx, output, stop_rx));
         let inflight: Inflight = Arc::default();
         tokio::select! {
             _ = read_lines(&client, &out_tx, &inflight, input, options.max_line_bytes) => {
@@ -115,8 +116,9 @@ impl Shim {
             task.abort();
         }
         client.close().await;
-        // Let every sender go so the writer drains what is queued and ends.
-        drop(client);
+        // The writer writes what is queued, then ends (aborted tasks may
+        // still hold senders for a moment: do not wait for them).
+        let _ = stop_tx.send(());
         drop(out_tx);
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     }
@@ -289,12 +291,35 @@ fn cancel(inflight: &Inflight, message: &Message) -> Option<Era> {
     Some(era)
 }
 
-/// Writes each message as one line; flushes when the queue is empty.
-async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Message>, mut output: W) {
+/// Writes each message as one line; flushes when the queue is empty. Ends
+/// when every sender is gone, or on `stop` after writing what is queued.
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<Message>,
+    mut output: W,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut buf = Vec::with_capacity(8 * 1024);
-    while let Some(m) = rx.recv().await {
+    let mut stopping = false;
+    loop {
+        let first = if stopping {
+            match rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            }
+        } else {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+                _ = &mut stop => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
         buf.clear();
-        frame(&m, &mut buf);
+        frame(&first, &mut buf);
         while let Ok(m) = rx.try_recv() {
             frame(&m, &mut buf);
         }

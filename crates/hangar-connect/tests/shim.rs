@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Harness {
+    client: Arc<mcp_transport::client::Client>,
     stdin: Option<DuplexStream>,
     stdout: Lines<BufReader<DuplexStream>>,
     task: JoinHandle<()>,
@@ -30,10 +31,12 @@ impl Harness {
         let mut cfg = ClientConfig::new(Url::parse(url).unwrap());
         config(&mut cfg);
         let shim = Shim::new(cfg, Arc::new(SignInNotImplemented::new(false)), options).unwrap();
+        let client = shim.client().clone();
         let (stdin, shim_in) = tokio::io::duplex(1 << 20);
         let (shim_out, stdout) = tokio::io::duplex(1 << 20);
         let task = tokio::spawn(shim.run(shim_in, shim_out, std::future::pending()));
         Harness {
+            client,
             stdin: Some(stdin),
             stdout: BufReader::new(stdout).lines(),
             task,
@@ -149,6 +152,18 @@ async fn scripted(seen: Arc<Mutex<Seen>>, req: Request<Body>) -> Response {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    if parts.method == Method::GET && header("mcp-session-id").as_deref() == Some("sess-listen") {
+        // The standalone stream, closed after each event (polling): a
+        // notification, then a server→client request, then no more.
+        return match header("last-event-id").as_deref() {
+            None => sse("id: g_1\nretry: 10\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"),
+            Some("g_1") => sse("id: g_2\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"srv-1\",\"method\":\"roots/list\"}\n\n"),
+            _ => Response::builder()
+                .status(StatusCode::METHOD_NOT_ALLOWED)
+                .body(Body::empty())
+                .unwrap(),
+        };
+    }
     if parts.method == Method::GET {
         return match header("last-event-id").as_deref() {
             // Resuming the broken stream: the rest of it, up to the response.
@@ -163,11 +178,21 @@ async fn scripted(seen: Arc<Mutex<Seen>>, req: Request<Body>) -> Response {
                 .unwrap(),
         };
     }
+    if parts.method == Method::DELETE {
+        return Response::new(Body::empty());
+    }
     let message: Value = serde_json::from_str(&text).unwrap();
     match message["method"].as_str() {
         Some("initialize") => Response::builder()
             .header("content-type", "application/json")
-            .header("mcp-session-id", "sess-1")
+            .header(
+                "mcp-session-id",
+                if message["params"]["clientInfo"]["name"] == "listener" {
+                    "sess-listen"
+                } else {
+                    "sess-1"
+                },
+            )
             .body(Body::from(
                 json!({"jsonrpc":"2.0","id":message["id"],"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"s","version":"1"}}})
                     .to_string(),
@@ -369,4 +394,96 @@ async fn unauthorized_is_a_clear_error() {
     assert!(text.contains("requires sign-in"), "{text}");
     assert!(text.contains("not implemented yet"), "{text}");
     shim.close().await;
+}
+
+#[tokio::test]
+async fn the_get_stream_delivers_server_messages_and_answers_go_back() {
+    let (addr, seen) = scripted_server().await;
+    let mut shim = Harness::start(&format!("http://{addr}/mcp"), |_| {}, Options::default());
+    shim.send(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"roots":{}},"clientInfo":{"name":"listener","version":"1"}}}"#).await;
+    assert_eq!(shim.recv().await["id"], 1);
+    shim.send(INITIALIZED).await;
+    assert_eq!(
+        shim.recv().await,
+        json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"})
+    );
+    let request = shim.recv().await;
+    assert_eq!(request["method"], "roots/list");
+    let answer = r#"{"jsonrpc":"2.0","id":"srv-1","result":{"roots":[]}}"#;
+    shim.send(answer).await;
+    shim.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo"}}"#)
+        .await;
+    assert_eq!(shim.recv().await["id"], 2);
+    // Time for the listener's last GET (answered 405: it stops).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shim.close().await;
+    let seen = seen.lock().unwrap();
+    let gets: Vec<Option<&str>> = seen
+        .requests
+        .iter()
+        .filter(|(m, _, _)| m == Method::GET)
+        .map(|(_, h, _)| h.get("last-event-id").and_then(|v| v.to_str().ok()))
+        .collect();
+    assert_eq!(gets, vec![None, Some("g_1"), Some("g_2")]);
+    let posted = seen
+        .requests
+        .iter()
+        .find(|(m, _, b)| m == Method::POST && b == answer)
+        .expect("the client's answer was POSTed byte for byte");
+    assert_eq!(posted.1["mcp-session-id"], "sess-listen");
+}
+
+#[tokio::test]
+async fn concurrent_requests_after_the_session_ended_start_one_new_session() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let transport = StreamableHttp::new(
+        Arc::new(hangar_everything::Everything::new(
+            hangar_everything::Identity::from_env(),
+        )),
+        ServerConfig::new(OriginPolicy::for_listener(&addr)),
+    );
+    let addr = serve(transport.router("/mcp")).await;
+    let mut shim = Harness::start(&format!("http://{addr}/mcp"), |_| {}, Options::default());
+    shim.send(&init(1)).await;
+    assert_eq!(shim.recv().await["id"], 1);
+    shim.send(INITIALIZED).await;
+
+    // The server ends the session behind the shim's back.
+    let session = shim.client.session_id().expect("a session");
+    let resp = transport
+        .handle(
+            Request::delete("/mcp")
+                .header("host", addr.to_string())
+                .header("mcp-session-id", &session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(transport.session_count(), 0);
+
+    let mut batch = String::new();
+    for i in 10..15 {
+        batch.push_str(&format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m{i}"}}}}}}"#
+        ));
+        batch.push('\n');
+    }
+    shim.send(batch.trim_end()).await;
+    let mut ids = Vec::new();
+    for _ in 10..15 {
+        let r = shim.recv().await;
+        assert_eq!(
+            r["result"]["content"][0]["text"],
+            format!("Echo: m{}", r["id"]),
+            "{r}"
+        );
+        ids.push(r["id"].as_u64().unwrap());
+    }
+    ids.sort();
+    assert_eq!(ids, vec![10, 11, 12, 13, 14]);
+    assert_eq!(transport.session_count(), 1, "exactly one new session");
+    assert_ne!(shim.client.session_id().unwrap(), session);
+    shim.close().await;
+    assert_eq!(transport.session_count(), 0);
 }
