@@ -126,6 +126,12 @@ impl Sandbox {
             "--tmpfs",
             "/tmp",
         ]);
+        // The private /tmp would hide a server that lives under /tmp (a
+        // checkout or build there): show those trees again, read-only.
+        for root in tmp_roots(&spec.command) {
+            push(&["--ro-bind", &root, &root]);
+        }
+        // Hidden last, so nothing bound above can show Hangar's data again.
         for hidden in &self.hidden {
             push(&["--tmpfs", &hidden.display().to_string()]);
         }
@@ -147,6 +153,25 @@ impl Sandbox {
         cmd.extend(spec.command.iter().cloned());
         cmd
     }
+}
+
+/// The top-level `/tmp/<name>` trees that absolute paths in `command` live in.
+fn tmp_roots(command: &[String]) -> Vec<String> {
+    let mut roots: Vec<String> = command
+        .iter()
+        .filter_map(|arg| {
+            let rest = arg.strip_prefix("/tmp/")?;
+            let top = rest
+                .split('/')
+                .next()
+                .filter(|t| !t.is_empty() && *t != "..")?;
+            let root = format!("/tmp/{top}");
+            Path::new(&root).exists().then_some(root)
+        })
+        .collect();
+    roots.sort();
+    roots.dedup();
+    roots
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -204,6 +229,33 @@ mod tests {
             .wrap_command(&spec(Network::Host))
             .join(" ")
             .contains("--unshare-net"));
+    }
+
+    #[test]
+    fn servers_under_tmp_stay_visible_read_only_but_hangar_data_stays_hidden() {
+        let base = std::env::temp_dir().join(format!("hangar-sandbox-test-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        let program = base.join("bin/server").display().to_string();
+        let data = base.join("data");
+        let sb = Sandbox {
+            mode: SandboxMode::Auto,
+            bwrap: Some("/usr/bin/bwrap".into()),
+            problem: None,
+            hidden: vec![data.clone()],
+        };
+        let mut s = spec(Network::Host);
+        s.command = vec![program.clone()];
+        let cmd = sb.wrap_command(&s).join(" ");
+        let root = format!("/tmp/{}", base.file_name().unwrap().to_str().unwrap());
+        if base.starts_with("/tmp") {
+            let bind = cmd
+                .find(&format!("--ro-bind {root} {root}"))
+                .expect("the tree is shown again");
+            let hide = cmd.find(&format!("--tmpfs {}", data.display())).unwrap();
+            assert!(bind < hide, "data hidden after the tree is shown: {cmd}");
+        }
+        assert!(tmp_roots(&["/tmp/../etc/x".to_owned(), "relative".to_owned()]).is_empty());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
