@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
 use mcp_transport::era;
+use mcp_transport::lines::{next_line, Line};
 use mcp_transport::{Kind, Message, Session};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio_util::codec::{FramedRead, LinesCodec};
 
 use crate::app::{Conn, Identity, Shared};
 
@@ -37,17 +36,36 @@ pub async fn serve(identity: Identity) -> std::io::Result<()> {
     });
     let conn = Arc::new(Conn::new(Shared::new(identity), Some(out_tx.clone())));
     let inflight: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
-    let mut lines = FramedRead::new(
-        tokio::io::stdin(),
-        LinesCodec::new_with_max_length(MAX_LINE),
-    );
-    while let Some(line) = lines.next().await {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("unreadable input line: {e}");
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut buf = Vec::new();
+    loop {
+        let line = match next_line(&mut input, &mut buf, MAX_LINE).await {
+            Ok(Line::Eof) | Err(_) => break,
+            Ok(Line::TooLong) => {
+                let _ = out_tx
+                    .send(Message::error_response(
+                        None,
+                        mcp_transport::codes::INVALID_REQUEST,
+                        &format!("line over {MAX_LINE} bytes"),
+                        None,
+                    ))
+                    .await;
                 continue;
             }
+            Ok(Line::Complete) => match String::from_utf8(std::mem::take(&mut buf)) {
+                Ok(text) => text,
+                Err(_) => {
+                    let _ = out_tx
+                        .send(Message::error_response(
+                            None,
+                            mcp_transport::codes::PARSE_ERROR,
+                            "the line is not UTF-8",
+                            None,
+                        ))
+                        .await;
+                    continue;
+                }
+            },
         };
         if line.trim().is_empty() {
             continue;

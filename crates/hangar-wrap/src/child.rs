@@ -18,13 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use mcp_transport::era::meta;
+use mcp_transport::lines::{next_line, Line};
 use mcp_transport::{codes, EventSender, Kind, Message, UnsolicitedSender};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child as Process, Command};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, LinesCodec};
 
 /// Longest line we read from a child's stdout.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -509,15 +508,24 @@ async fn write_lines(
 }
 
 async fn read_lines(child: std::sync::Weak<Child>, stdout: tokio::process::ChildStdout) {
-    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE));
-    while let Some(line) = lines.next().await {
+    let mut input = tokio::io::BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        let read = next_line(&mut input, &mut buf, MAX_LINE).await;
         let Some(child) = child.upgrade() else { return };
-        let line = match line {
-            Ok(line) => line,
-            Err(e) => {
-                tracing::warn!(pid = ?child.pid, "MCP server wrote an unreadable line: {e}");
+        let line = match read {
+            Ok(Line::Eof) | Err(_) => break,
+            Ok(Line::TooLong) => {
+                tracing::warn!(pid = ?child.pid, "MCP server wrote a line over {MAX_LINE} bytes; skipped");
                 continue;
             }
+            Ok(Line::Complete) => match std::str::from_utf8(&buf) {
+                Ok(text) => text.to_owned(),
+                Err(_) => {
+                    tracing::warn!(pid = ?child.pid, "MCP server wrote a line that is not UTF-8; skipped");
+                    continue;
+                }
+            },
         };
         if line.trim().is_empty() {
             continue;

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod era;
 pub mod guard;
+pub mod lines;
 pub mod message;
 pub mod server;
 pub mod service;
