@@ -608,7 +608,10 @@ impl Store {
     /// Writes several audit entries in one transaction (one disk flush for
     /// the lot: the router batches tool-call records this way).
     pub async fn audit_many(&self, entries: &[AuditEntry]) -> Result<()> {
-        if let Some(bad) = entries.iter().find(|e| !AUDIT_OUTCOMES.contains(&e.outcome.as_str())) {
+        if let Some(bad) = entries
+            .iter()
+            .find(|e| !AUDIT_OUTCOMES.contains(&e.outcome.as_str()))
+        {
             return Err(StoreError::Invalid(format!(
                 "audit outcome {:?} is not one of {AUDIT_OUTCOMES:?}",
                 bad.outcome
