@@ -1,10 +1,11 @@
 //! The audit log of tool calls, written off the request path.
 //!
-//! Each record goes into a bounded queue; one writer task stores whatever
-//! has queued up in a single transaction, so under load many calls share
-//! one disk flush instead of paying one each.
+//! Each record goes into a bounded queue; one writer task stores what
+//! arrives within a short window in a single transaction, so many calls
+//! share one write instead of paying one each.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hangar_store::{AuditEntry, Store};
 use tokio::sync::mpsc;
@@ -14,6 +15,10 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 16 * 1024;
 /// Most records written in one transaction.
 const BATCH: usize = 512;
+/// How long the writer waits for more records before writing a batch: a
+/// record reaches the store at most this late, and a busy router writes a
+/// few times a second instead of once per call.
+const LINGER: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct AuditLog {
@@ -28,10 +33,11 @@ impl AuditLog {
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(first) = rx.recv().await {
                 batch.push(first);
+                let deadline = tokio::time::Instant::now() + LINGER;
                 while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(entry) => batch.push(entry),
-                        Err(_) => break,
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(entry)) => batch.push(entry),
+                        Ok(None) | Err(_) => break,
                     }
                 }
                 if let Err(e) = store.audit_many(&batch).await {
