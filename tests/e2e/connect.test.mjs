@@ -13,78 +13,23 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HANGAR = path.join(ROOT, 'target', 'debug', 'hangar');
-const EVERYTHING = path.join(ROOT, 'target', 'debug', 'hangar-everything');
-const PEERS = path.join(ROOT, 'tests', 'peers', 'node_modules');
-const SDK = path.join(PEERS, '@modelcontextprotocol', 'sdk', 'dist', 'esm');
+import {
+  BUILD_HINT, Client, CreateMessageRequestSchema, HANGAR, HANGAR_EVERYTHING, ROOT, rawPost as rawPostAs,
+  requireFile, sdkImport, startHangarWrap, textOf, within,
+} from './helpers.mjs';
 
 const TEST_TIMEOUT = 30_000;
 const TOKEN = 's3cret';
 
-function requireFile(file, hint) {
-  if (!existsSync(file)) {
-    throw new Error(`${path.relative(ROOT, file)} is missing: ${hint}`);
-  }
-}
+requireFile(HANGAR_EVERYTHING, BUILD_HINT);
 
-requireFile(HANGAR, 'run `cargo build --workspace --bins` first');
-requireFile(EVERYTHING, 'run `cargo build --workspace --bins` first');
-requireFile(path.join(SDK, 'client', 'index.js'), 'install the pinned peers: `npm ci --prefix tests/peers`');
-
-const sdkImport = (rel) => import(pathToFileURL(path.join(SDK, rel)).href);
-const { Client } = await sdkImport('client/index.js');
 const { StdioClientTransport } = await sdkImport('client/stdio.js');
-const { CreateMessageRequestSchema } = await sdkImport('types.js');
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/** A port nobody listens on right now (bound and released by us). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(500, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
-
-/** Resolves with `promise`, or rejects after `ms` with a message naming `what`. */
-async function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Keeps the last 64 KiB of a stream's text. */
 function collect(stream) {
@@ -101,51 +46,13 @@ function collect(stream) {
  * (a free one by default) and registers its teardown with the test.
  * Resolves once the port accepts connections.
  */
-async function startWrap(t, port) {
-  port ??= await freePort();
-  const proc = spawn(
-    HANGAR,
-    ['wrap', '--auth-token', TOKEN, '--listen', `127.0.0.1:${port}`, '--grace', '1', '--', EVERYTHING],
-    {
-      cwd: ROOT,
-      env: { ...process.env, HANGAR_LOG: process.env.HANGAR_LOG ?? 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      // Own process group, so teardown can also reach the children.
-      detached: true,
-    },
-  );
-  const out = collect(proc.stdout);
-  const err = collect(proc.stderr);
-  const log = () => out() + err();
-  let exited = null;
-  const exit = new Promise((resolve) => {
-    proc.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
+function startWrap(t, port) {
+  return startHangarWrap(t, {
+    port,
+    flags: ['--auth-token', TOKEN],
+    command: [HANGAR_EVERYTHING],
+    env: { ...process.env, HANGAR_LOG: process.env.HANGAR_LOG ?? 'info' },
   });
-  const stop = async () => {
-    if (exited) return;
-    try { proc.kill('SIGTERM'); } catch { /* already gone */ }
-    const stopped = await Promise.race([exit, sleep(5_000).then(() => null)]);
-    if (!stopped) {
-      try { process.kill(-proc.pid, 'SIGKILL'); } catch { /* already gone */ }
-      await Promise.race([exit, sleep(2_000)]);
-    }
-  };
-  t.after(stop);
-
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exited) throw new Error(`hangar wrap exited early (${JSON.stringify(exited)}):\n${log()}`);
-    if (await canConnect(port)) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`hangar wrap did not listen on 127.0.0.1:${port} within 15 s:\n${log()}`);
-    }
-    await sleep(50);
-  }
-  return { port, url: `http://127.0.0.1:${port}/mcp`, log, stop };
 }
 
 /**
@@ -158,7 +65,7 @@ async function connectShim(t, url, { token = TOKEN, capabilities = {}, setup, ex
   setup?.(client);
   const transport = new StdioClientTransport({
     command: HANGAR,
-    args: ['connect', url, '--header', 'Authorization: Bearer ${TOKEN}', ...extraArgs],
+    args: ['connect', String(url), '--header', 'Authorization: Bearer ${TOKEN}', ...extraArgs],
     env: {
       ...process.env,
       TOKEN: token,
@@ -182,24 +89,9 @@ function loggedSession(stderr) {
   return ids.at(-1);
 }
 
-function textOf(result) {
-  return (result.content ?? [])
-    .filter((c) => c.type === 'text')
-    .map((c) => c.text)
-    .join('\n');
-}
-
-async function rawPost(url, body, headers = {}) {
-  return fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      accept: 'application/json, text/event-stream',
-      authorization: `Bearer ${TOKEN}`,
-      ...headers,
-    },
-    body: JSON.stringify(body),
-  });
+/** A raw POST to `url` with the right bearer token (unless `headers` says otherwise). */
+function rawPost(url, body, headers = {}) {
+  return rawPostAs(url, body, { authorization: `Bearer ${TOKEN}`, ...headers });
 }
 
 async function echo(client, message) {

