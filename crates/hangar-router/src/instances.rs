@@ -299,13 +299,15 @@ impl Instances {
         }
     }
 
+    /// Every slot, copied out so no lock is held across an await.
+    fn snapshot(&self) -> Vec<(String, Arc<Slot>)> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     /// Stops instances idle past their server's timeout, and notices crashes.
     async fn reap(&self) {
-        let slots: Vec<(String, Arc<Slot>)> = self
-            .slots
-            .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let slots = self.snapshot();
         for (id, slot) in slots {
             // A slot being started (or used by `get`) is busy: skip it this round.
             let Ok(mut live) = slot.live.try_lock() else {
@@ -333,11 +335,7 @@ impl Instances {
 
     /// Stops everything (router shutdown).
     pub async fn stop_all(&self) {
-        let slots: Vec<(String, Arc<Slot>)> = self
-            .slots
-            .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let slots = self.snapshot();
         for (id, slot) in slots {
             let mut live = slot.live.lock().await;
             if let Some(current) = live.take() {
@@ -348,11 +346,7 @@ impl Instances {
     }
 
     pub async fn list(&self) -> Vec<InstanceView> {
-        let slots: Vec<(String, Arc<Slot>)> = self
-            .slots
-            .lock()
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        let slots = self.snapshot();
         let mut out = Vec::new();
         for (id, slot) in slots {
             let live = slot.live.lock().await;
