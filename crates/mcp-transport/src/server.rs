@@ -582,15 +582,7 @@ impl Inner {
         let (unsolicited_tx, mut unsolicited_rx) = mpsc::channel::<Message>(256);
         let session = match self.service.open_session(&ctx, unsolicited_tx).await {
             Ok(s) => s,
-            Err(e) => {
-                return rpc_error(
-                    StatusCode::BAD_GATEWAY,
-                    message.id_raw(),
-                    codes::INTERNAL_ERROR,
-                    &e.to_string(),
-                    None,
-                )
-            }
+            Err(e) => return server_unavailable(&message, &e),
         };
         // Messages sent during the handshake have no stream to go to yet.
         let (events_tx, _events_rx) = mpsc::channel(16);
@@ -789,15 +781,7 @@ impl Inner {
         };
         let session = match self.service.stateless(&ctx).await {
             Ok(s) => s,
-            Err(e) => {
-                return rpc_error(
-                    StatusCode::BAD_GATEWAY,
-                    message.id_raw(),
-                    codes::INTERNAL_ERROR,
-                    &e.to_string(),
-                    None,
-                )
-            }
+            Err(e) => return server_unavailable(&message, &e),
         };
         if message.kind() == Kind::Notification {
             session.notify(message).await;
@@ -1082,6 +1066,17 @@ pub fn rpc_error(
         Message::error_response(id, code, message, data)
             .as_str()
             .to_owned(),
+    )
+}
+
+/// 502 with a JSON-RPC error: the service could not give us a session.
+fn server_unavailable(message: &Message, error: &crate::service::OpenError) -> Response {
+    rpc_error(
+        StatusCode::BAD_GATEWAY,
+        message.id_raw(),
+        codes::INTERNAL_ERROR,
+        &error.to_string(),
+        None,
     )
 }
 
