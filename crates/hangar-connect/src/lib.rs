@@ -20,8 +20,11 @@
 //!   requests are dropped and the session is DELETEd.
 
 pub mod auth;
+pub mod browser;
+pub mod oauth;
 pub mod options;
 pub mod stdio;
+pub mod store;
 
 use mcp_transport::lines::{next_line, Line};
 use std::collections::HashMap;
@@ -29,8 +32,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcp_transport::client::{Authorizer, Client, ClientError};
-pub use mcp_transport::client::{ClientConfig, Url};
+use mcp_transport::client::{Client, ClientError};
+pub use mcp_transport::client::{Authorizer, ClientConfig, Url};
 use mcp_transport::era::{self, Era};
 use mcp_transport::{Kind, Message};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use hangar_connect::auth::SignInNotImplemented;
+use hangar_connect::auth::StaticToken;
 use hangar_connect::{ClientConfig, Options, Shim, Url};
 use http::{HeaderMap, Method, Request, StatusCode};
 use mcp_transport::guard::OriginPolicy;
@@ -30,7 +30,7 @@ impl Harness {
     fn start(url: &str, config: impl FnOnce(&mut ClientConfig), options: Options) -> Harness {
         let mut cfg = ClientConfig::new(Url::parse(url).unwrap());
         config(&mut cfg);
-        let shim = Shim::new(cfg, Arc::new(SignInNotImplemented::new(false)), options).unwrap();
+        let shim = Shim::new(cfg, Arc::new(StaticToken), options).unwrap();
         let client = shim.client().clone();
         let (stdin, shim_in) = tokio::io::duplex(1 << 20);
         let (shim_out, stdout) = tokio::io::duplex(1 << 20);
@@ -391,8 +391,8 @@ async fn unauthorized_is_a_clear_error() {
     let e = shim.recv().await;
     let text = e["error"]["message"].as_str().unwrap();
     assert!(text.contains("HTTP 401"), "{text}");
-    assert!(text.contains("requires sign-in"), "{text}");
-    assert!(text.contains("not implemented yet"), "{text}");
+    assert!(text.contains("requires authorization"), "{text}");
+    assert!(text.contains("refused the Authorization header"), "{text}");
     shim.close().await;
 }
 

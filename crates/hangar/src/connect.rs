@@ -1,14 +1,18 @@
 //! `hangar connect URL [--header "K: V"]… [--transport …] [--allow-http] [OAuth flags…]`
 //!
 //! The stdio shim for MCP clients that speak only stdio. Flag names follow
-//! mcp-remote so it is a drop-in replacement. OAuth sign-in comes later: its
-//! flags are accepted (and checked) but only reported as not implemented yet.
+//! mcp-remote so it is a drop-in replacement. Without an `Authorization`
+//! header, a 401 starts OAuth sign-in in the browser (`hangar_connect::auth`);
+//! tokens are kept in the OS keychain or under `$HANGAR_CONNECT_DIR` /
+//! `~/.config/hangar/connect` (`HANGAR_CONNECT_STORE=file` forces files).
 
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use hangar_connect::auth::SignInNotImplemented;
+use hangar_connect::auth::{OAuth, OAuthConfig, StaticToken};
+use hangar_connect::browser::Browser;
+use hangar_connect::oauth::ClientInfo;
 use hangar_connect::options::{parse_header, server_url};
 use hangar_connect::{ClientConfig, Url};
 use hangar_connect::{Options, Shim};
@@ -34,22 +38,22 @@ pub struct ConnectArgs {
     /// Use HTTP_PROXY/HTTPS_PROXY/NO_PROXY from the environment.
     #[arg(long)]
     enable_proxy: bool,
-    /// OAuth: the port of the loopback redirect (not implemented yet).
+    /// OAuth: the port of the loopback redirect (default: derived from the URL).
     #[arg(long, value_name = "PORT")]
     callback_port: Option<u16>,
-    /// OAuth: a pre-registered client (JSON, or @file) (not implemented yet).
+    /// OAuth: a pre-registered client {"client_id", "client_secret"?} (JSON, or @file).
     #[arg(long, value_name = "JSON|@FILE")]
     static_oauth_client_info: Option<String>,
-    /// OAuth: client metadata for registration (JSON, or @file) (not implemented yet).
+    /// OAuth: client metadata fields for registration (JSON, or @file).
     #[arg(long, value_name = "JSON|@FILE")]
     static_oauth_client_metadata: Option<String>,
-    /// OAuth: our client ID metadata document (CIMD) URL (not implemented yet).
+    /// OAuth: our client ID metadata document (CIMD) URL, used when the server supports it.
     #[arg(long, value_name = "URL")]
     client_metadata_url: Option<String>,
-    /// OAuth: the resource (RFC 8707) to ask a token for (not implemented yet).
+    /// OAuth: the resource (RFC 8707) to ask a token for (default: from the server's metadata).
     #[arg(long, value_name = "URI")]
     resource: Option<String>,
-    /// OAuth: print the sign-in URL instead of opening a browser (not implemented yet).
+    /// OAuth: print the sign-in URL on stderr instead of opening a browser.
     #[arg(long)]
     no_browser: bool,
 }
@@ -82,37 +86,33 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
              use http-first or http-only (Streamable HTTP)"
         ),
     }
-    let mut oauth_flags = Vec::new();
-    if let Some(v) = &args.static_oauth_client_info {
-        json_option("--static-oauth-client-info", v)?;
-        oauth_flags.push("--static-oauth-client-info");
-    }
-    if let Some(v) = &args.static_oauth_client_metadata {
-        json_option("--static-oauth-client-metadata", v)?;
-        oauth_flags.push("--static-oauth-client-metadata");
-    }
+    let static_client = match &args.static_oauth_client_info {
+        Some(v) => {
+            let info: ClientInfo =
+                serde_json::from_value(json_option("--static-oauth-client-info", v)?)
+                    .context("--static-oauth-client-info: needs at least \"client_id\"")?;
+            Some(info)
+        }
+        None => None,
+    };
+    let client_metadata = match &args.static_oauth_client_metadata {
+        Some(v) => {
+            let m = json_option("--static-oauth-client-metadata", v)?;
+            if !m.is_object() {
+                bail!("--static-oauth-client-metadata must be a JSON object");
+            }
+            Some(m)
+        }
+        None => None,
+    };
     if let Some(v) = &args.client_metadata_url {
         let cimd = Url::parse(v).context("--client-metadata-url")?;
         if cimd.scheme() != "https" || cimd.path() == "/" {
             bail!("--client-metadata-url must be an https:// URL with a path");
         }
-        oauth_flags.push("--client-metadata-url");
     }
     if let Some(v) = &args.resource {
         Url::parse(v).context("--resource must be an absolute URI")?;
-        oauth_flags.push("--resource");
-    }
-    if args.callback_port.is_some() || args.port.is_some() {
-        oauth_flags.push("--callback-port");
-    }
-    if args.no_browser {
-        oauth_flags.push("--no-browser");
-    }
-    if !oauth_flags.is_empty() {
-        tracing::warn!(
-            "OAuth sign-in is not implemented yet in hangar connect; ignoring {}",
-            oauth_flags.join(", ")
-        );
     }
 
     let mut config = ClientConfig::new(url);
@@ -128,13 +128,26 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         }
         config.headers.insert(header, value);
     }
-    let has_token = config.headers.contains_key(http::header::AUTHORIZATION);
+    let authorizer: Arc<dyn hangar_connect::Authorizer> =
+        if config.headers.contains_key(http::header::AUTHORIZATION) {
+            // A token given with --header: no OAuth.
+            Arc::new(StaticToken)
+        } else {
+            let env = |k: &str| std::env::var(k).ok();
+            let dir = hangar_connect::store::default_dir(env)?;
+            let mut oauth = OAuthConfig::new(config.url.clone(), dir);
+            oauth.resource = args.resource.clone();
+            oauth.static_client = static_client;
+            oauth.client_metadata = client_metadata;
+            oauth.client_metadata_url = args.client_metadata_url.clone();
+            oauth.callback_port = args.callback_port.or(args.port);
+            oauth.browser = Browser::from_env(args.no_browser, env("BROWSER"));
+            oauth.store = env("HANGAR_CONNECT_STORE");
+            oauth.proxy_from_env = args.enable_proxy;
+            Arc::new(OAuth::new(oauth)?)
+        };
     tracing::debug!("connecting to {}", config.url);
-    let shim = Shim::new(
-        config,
-        Arc::new(SignInNotImplemented::new(has_token)),
-        Options::default(),
-    )?;
+    let shim = Shim::new(config, authorizer, Options::default())?;
     shim.run(
         hangar_connect::stdio::stdin(),
         hangar_connect::stdio::stdout(),

@@ -25,8 +25,9 @@
 //! Messages are forwarded byte for byte ([`Message`] keeps the text it was
 //! parsed from); nothing is re-serialised except errors we make ourselves.
 //!
-//! Authorization is a seam: on HTTP 401 the [`Authorizer`] is asked for
-//! credentials and the request is retried once.
+//! Authorization is a seam: on HTTP 401, or 403 with `insufficient_scope`
+//! (step-up), the [`Authorizer`] is asked for credentials and the request
+//! is retried (at most once for each).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -120,7 +121,7 @@ impl Backoff {
     }
 }
 
-/// A server's `401` (or, later, `403 insufficient_scope`): what the
+/// A server's `401`, or `403` with `insufficient_scope` (step-up): what the
 /// [`Authorizer`] needs to obtain credentials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Challenge {
@@ -673,7 +674,10 @@ impl Inner {
         body: Option<&Message>,
         extra: HeaderMap,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut asked = false;
+        // At most one sign-in (401) and one step-up (403
+        // insufficient_scope) per exchange.
+        let mut asked_401 = false;
+        let mut asked_403 = false;
         loop {
             let mut headers = self.config.headers.clone();
             if let Some(auth) = self.authorizer.authorization().await {
@@ -704,29 +708,46 @@ impl Inner {
                     url: self.config.url.to_string(),
                     reason: error_chain(&e),
                 })?;
-            if resp.status() != StatusCode::UNAUTHORIZED {
-                return Ok(resp);
-            }
+            let status = resp.status();
             let www = resp
                 .headers()
                 .get(header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let challenge = Challenge::new(401, www.as_deref(), read_snippet(resp).await);
-            if asked {
+            let challenge = match status {
+                StatusCode::UNAUTHORIZED => Challenge::new(401, www.as_deref(), String::new()),
+                StatusCode::FORBIDDEN => {
+                    let c = Challenge::new(403, www.as_deref(), String::new());
+                    if c.error() != Some("insufficient_scope") {
+                        return Ok(resp);
+                    }
+                    c
+                }
+                _ => return Ok(resp),
+            };
+            let challenge = Challenge {
+                body: read_snippet(resp).await,
+                ..challenge
+            };
+            let asked = if status == StatusCode::UNAUTHORIZED {
+                &mut asked_401
+            } else {
+                &mut asked_403
+            };
+            if *asked {
                 return Err(ClientError::Unauthorized {
-                    status: 401,
+                    status: status.as_u16(),
                     source: AuthError::Failed(
                         "the server refused the new credentials too".to_owned(),
                     ),
                 });
             }
-            asked = true;
+            *asked = true;
             self.authorizer
                 .unauthorized(&challenge)
                 .await
                 .map_err(|source| ClientError::Unauthorized {
-                    status: 401,
+                    status: status.as_u16(),
                     source,
                 })?;
         }
