@@ -157,7 +157,7 @@ fn metadata_document(config: &Config, server: &str) -> Response {
         "resource": resource_url(config, server),
         "authorization_servers": [config.public_url],
         "bearer_methods_supported": ["header"],
-        "scopes_supported": ["mcp"],
+        "scopes_supported": server_scopes(config, server),
         "resource_name": format!("Hangar: {server}"),
     }))
     .into_response()
@@ -215,20 +215,63 @@ async fn serve_mcp(state: Arc<AppState>, name: String, req: Request<Body>) -> Re
     response
 }
 
+/// The scopes a server's tokens can carry: `mcp` and its tools' extras.
+fn server_scopes(config: &Config, server: &str) -> Vec<String> {
+    let mut scopes = vec![hangar_auth::server::BASE_SCOPE.to_owned()];
+    if let Some(s) = config.servers.get(server) {
+        for scope in s.tool_scopes.values() {
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+    }
+    scopes
+}
+
 /// 401 with the challenge that points clients at the metadata (RFC 9728 §5.1).
 fn unauthorized(config: &Config, server: &str, why: &str) -> Response {
-    let mut resp = rpc_error(
+    let error = if why.starts_with("invalid") {
+        r#"error="invalid_token", "#
+    } else {
+        ""
+    };
+    challenge(
         StatusCode::UNAUTHORIZED,
-        None,
-        codes::SERVER_ERROR,
         why,
-        None,
-    );
-    let challenge = format!(
-        r#"Bearer resource_metadata="{}", scope="mcp""#,
-        metadata_url(config, server)
-    );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        &format!(
+            r#"Bearer {error}resource_metadata="{}", scope="{}""#,
+            metadata_url(config, server),
+            hangar_auth::server::BASE_SCOPE
+        ),
+    )
+}
+
+/// 403 `insufficient_scope` (RFC 6750 §3.1) naming every scope the call
+/// needs, so that the client can ask the user for them (step-up).
+fn insufficient_scope(
+    config: &Config,
+    server: &str,
+    principal: &Principal,
+    needed: &str,
+) -> Response {
+    let mut scopes: Vec<String> = principal.scopes.clone().unwrap_or_default();
+    if !scopes.iter().any(|s| s == needed) {
+        scopes.push(needed.to_owned());
+    }
+    challenge(
+        StatusCode::FORBIDDEN,
+        &format!("this call needs the scope {needed:?}"),
+        &format!(
+            r#"Bearer error="insufficient_scope", scope="{}", resource_metadata="{}", error_description="this call needs the scope {needed}""#,
+            scopes.join(" "),
+            metadata_url(config, server)
+        ),
+    )
+}
+
+fn challenge(status: StatusCode, why: &str, challenge: &str) -> Response {
+    let mut resp = rpc_error(status, None, codes::SERVER_ERROR, why, None);
+    if let Ok(v) = HeaderValue::from_str(challenge) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     resp
@@ -276,7 +319,12 @@ async fn proxy(state: &Arc<AppState>, server: &ServerConfig, req: Request<Body>)
             let Some(token) = auth::bearer(req.headers()) else {
                 return unauthorized(&state.config, &server.name, "authorization required");
             };
-            match state.auth.authenticate(token).await {
+            let audiences = crate::config::resource_urls(
+                &state.config.public_url,
+                &server.name,
+                &state.config.default_server,
+            );
+            match state.auth.authenticate(token, &audiences).await {
                 Ok(Some(p)) => Some(p),
                 Ok(None) => {
                     return unauthorized(&state.config, &server.name, "invalid or expired token")
@@ -335,6 +383,20 @@ async fn proxy(state: &Arc<AppState>, server: &ServerConfig, req: Request<Body>)
             tool: None,
         }
     };
+    if let Some(principal) = &principal {
+        if !principal.has_scope(hangar_auth::server::BASE_SCOPE) {
+            return insufficient_scope(
+                &state.config,
+                &server.name,
+                principal,
+                hangar_auth::server::BASE_SCOPE,
+            );
+        }
+        let needed = peeked.tool.as_ref().and_then(|t| server.tool_scopes.get(t));
+        if let Some(needed) = needed.filter(|n| !principal.has_scope(n)) {
+            return insufficient_scope(&state.config, &server.name, principal, needed);
+        }
+    }
     let live = match state.instances.get(server, principal.as_ref()).await {
         Ok(live) => live,
         Err(InstanceError::Full(n)) => {

@@ -54,6 +54,27 @@ struct RawServer {
     network: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Tools that need a scope beyond `mcp` (step-up authorization).
+    #[serde(default)]
+    tool_scopes: BTreeMap<String, String>,
+}
+
+/// The `[oauth]` section: the authorization server's settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    access_token_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
+    session_ttl: Option<String>,
+    dynamic_registration: Option<bool>,
+    client_metadata_documents: Option<bool>,
+    /// Fetch client metadata documents from loopback addresses (development).
+    allow_loopback_client_metadata: Option<bool>,
+    password_sign_in: Option<bool>,
+    oidc_match_email: Option<bool>,
+    oidc_create_users: Option<bool>,
+    #[serde(default)]
+    oidc: Vec<hangar_auth::upstream::OidcProviderConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -70,6 +91,8 @@ struct RawConfig {
     allowed_origins: Vec<String>,
     #[serde(default)]
     servers: BTreeMap<String, RawServer>,
+    #[serde(default)]
+    oauth: RawOAuth,
 }
 
 /// One catalog entry.
@@ -82,6 +105,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     pub network: Network,
     pub env: Vec<(String, String)>,
+    /// Tool name → the scope an OAuth token needs to call it.
+    pub tool_scopes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +122,8 @@ pub struct Config {
     pub sandbox: SandboxMode,
     pub allowed_origins: Vec<String>,
     pub servers: BTreeMap<String, ServerConfig>,
+    /// The authorization server's settings.
+    pub oauth: hangar_auth::AuthSettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -211,6 +238,7 @@ impl Config {
                     idle_timeout,
                     network,
                     env: s.env.into_iter().collect(),
+                    tool_scopes: s.tool_scopes,
                 },
             );
         }
@@ -219,7 +247,10 @@ impl Config {
             Some(d) => return Err(invalid(format!("default_server {d:?} is not in [servers]"))),
             None => servers.keys().next().cloned().unwrap_or_default(),
         };
+        let oauth =
+            oauth_settings(raw.oauth, &public_url, &servers, &default_server).map_err(invalid)?;
         Ok(Config {
+            oauth,
             listen,
             public_url,
             data_dir,
@@ -248,6 +279,86 @@ impl Config {
     }
 }
 
+/// The URLs that name a server as a protected resource: `/mcp/{name}`,
+/// and `/mcp` for the default server.
+pub fn resource_urls(public_url: &str, server: &str, default_server: &str) -> Vec<String> {
+    let mut urls = vec![format!("{public_url}/mcp/{server}")];
+    if server == default_server {
+        urls.push(format!("{public_url}/mcp"));
+    }
+    urls
+}
+
+fn oauth_settings(
+    raw: RawOAuth,
+    public_url: &str,
+    servers: &BTreeMap<String, ServerConfig>,
+    default_server: &str,
+) -> Result<hangar_auth::AuthSettings, String> {
+    let mut resources: Vec<hangar_auth::Resource> = servers
+        .keys()
+        .map(|name| hangar_auth::Resource {
+            server: name.clone(),
+            urls: resource_urls(public_url, name, default_server),
+        })
+        .collect();
+    // The default server first: it is the audience when a client names none.
+    resources.sort_by_key(|r| r.server != default_server);
+    let mut s = hangar_auth::AuthSettings::new(public_url, resources);
+    let duration = |field: &str, v: &Option<String>, into: &mut Duration| -> Result<(), String> {
+        if let Some(v) = v {
+            *into = humantime::parse_duration(v).map_err(|e| format!("oauth.{field}: {e}"))?;
+        }
+        Ok(())
+    };
+    duration(
+        "access_token_ttl",
+        &raw.access_token_ttl,
+        &mut s.access_token_ttl,
+    )?;
+    duration(
+        "refresh_token_ttl",
+        &raw.refresh_token_ttl,
+        &mut s.refresh_token_ttl,
+    )?;
+    duration("session_ttl", &raw.session_ttl, &mut s.session_ttl)?;
+    if let Some(v) = raw.dynamic_registration {
+        s.dynamic_registration = v;
+    }
+    if let Some(v) = raw.client_metadata_documents {
+        s.client_metadata_documents = v;
+    }
+    if let Some(v) = raw.allow_loopback_client_metadata {
+        s.net.allow_loopback = v;
+    }
+    if let Some(v) = raw.password_sign_in {
+        s.password_sign_in = v;
+    }
+    if let Some(v) = raw.oidc_match_email {
+        s.oidc_match_email = v;
+    }
+    if let Some(v) = raw.oidc_create_users {
+        s.oidc_create_users = v;
+    }
+    for p in &raw.oidc {
+        if !valid_name(&p.name) {
+            return Err(format!(
+                "oauth.oidc name {:?}: use letters, digits, '-' and '_'",
+                p.name
+            ));
+        }
+    }
+    s.oidc = raw.oidc;
+    for server in servers.values() {
+        for scope in server.tool_scopes.values() {
+            if !s.extra_scopes.contains(scope) {
+                s.extra_scopes.push(scope.clone());
+            }
+        }
+    }
+    Ok(s)
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -267,6 +378,7 @@ fn default_catalog() -> BTreeMap<String, RawServer> {
             idle_timeout: None,
             network: None,
             env: BTreeMap::new(),
+            tool_scopes: BTreeMap::new(),
         },
     );
     servers

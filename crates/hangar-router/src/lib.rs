@@ -7,7 +7,9 @@
 
 pub mod app;
 pub mod audit;
-pub mod auth;
+/// The resource-server check lives in `hangar-auth`; re-exported under its
+/// old name for the CLI.
+pub use hangar_auth::resource as auth;
 pub mod config;
 pub mod instances;
 pub mod metrics;
@@ -68,7 +70,10 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
     let metrics = Arc::new(metrics::Metrics::new());
     let instances =
         instances::Instances::new(backend, config.clone(), metrics.clone(), store.clone());
-    let auth = Arc::new(auth::ApiTokens::new(store.clone(), &config.data_dir));
+    let auth_server =
+        hangar_auth::AuthServer::new(config.oauth.clone(), store.clone(), &config.data_dir)
+            .context("authorization server")?;
+    let auth = auth_server.authenticator();
     let state = Arc::new(app::AppState::new(
         config,
         store.clone(),
@@ -78,7 +83,7 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
         metrics,
     ));
     Ok(Router {
-        app: app::router(state),
+        app: app::router(state).merge(auth_server.routes()),
         instances,
         store,
         sandboxed,

@@ -24,6 +24,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
 use subtle::ConstantTimeEq as _;
 
+mod oauth;
+pub use oauth::*;
+
 /// The store's migrations, embedded at compile time and run by [`Store::open`].
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -88,6 +91,8 @@ pub struct User {
     pub admin: bool,
     pub password_hash: Option<String>,
     pub created_at: i64,
+    /// Set for users from an upstream OpenID Connect provider.
+    pub email: Option<String>,
 }
 
 impl fmt::Debug for User {
@@ -101,6 +106,7 @@ impl fmt::Debug for User {
                 &self.password_hash.as_ref().map(|_| "<redacted>"),
             )
             .field("created_at", &self.created_at)
+            .field("email", &self.email)
             .finish()
     }
 }
@@ -322,6 +328,7 @@ impl Store {
             admin,
             password_hash: password_hash.map(str::to_string),
             created_at: now(),
+            email: None,
         };
         let res = sqlx::query(
             "INSERT INTO users (id, name, password_hash, admin, created_at) \
@@ -345,7 +352,7 @@ impl Store {
 
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, name, admin, password_hash, created_at FROM users WHERE name = $1",
+            "SELECT id, name, admin, password_hash, created_at, email FROM users WHERE name = $1",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -355,7 +362,7 @@ impl Store {
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, name, admin, password_hash, created_at FROM users WHERE id = $1",
+            "SELECT id, name, admin, password_hash, created_at, email FROM users WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -366,7 +373,7 @@ impl Store {
     /// All users, by name.
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT id, name, admin, password_hash, created_at FROM users ORDER BY name",
+            "SELECT id, name, admin, password_hash, created_at, email FROM users ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -461,7 +468,7 @@ impl Store {
                     t.created_at AS t_created_at, t.expires_at AS t_expires_at, \
                     t.revoked AS t_revoked, t.last_used_at AS t_last_used_at, \
                     u.id AS id, u.name AS name, u.admin AS admin, \
-                    u.password_hash AS password_hash, u.created_at AS created_at \
+                    u.password_hash AS password_hash, u.created_at AS created_at, u.email AS email \
              FROM api_tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.id = $1",
         )
@@ -665,6 +672,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, sqlx::Error> {
         admin: row.try_get::<i64, _>("admin")? != 0,
         password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
+        email: row.try_get("email")?,
     })
 }
 
@@ -763,7 +771,13 @@ fn hash_secret(secret: &[u8]) -> String {
 
 /// Splits `hgr_<id>_<secret>` into the id and the decoded secret bytes.
 fn parse_token(token: &str) -> Option<(&str, [u8; SECRET_BYTES])> {
-    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    parse_id_secret(token, TOKEN_PREFIX)
+}
+
+/// Splits `<prefix><id>_<secret>` (API and refresh tokens) into its id and
+/// decoded secret; `None` for anything malformed.
+fn parse_id_secret<'t>(token: &'t str, prefix: &str) -> Option<(&'t str, [u8; SECRET_BYTES])> {
+    let rest = token.strip_prefix(prefix)?;
     // The base64url secret may itself contain '_', so split by position.
     if rest.len() != ID_LEN + 1 + SECRET_LEN || !rest.is_ascii() {
         return None;

@@ -1,5 +1,6 @@
 //! The `hangar` command line: a thin layer over the library crates.
 
+mod clients;
 mod connect;
 mod serve;
 mod wrap;
@@ -29,6 +30,10 @@ enum Command {
     Token(serve::TokenArgs),
     /// List instances.
     Instances(serve::InstancesArgs),
+    /// Manage pre-registered OAuth clients.
+    Client(clients::ClientArgs),
+    /// Manage the OAuth authorization server (signing keys).
+    Oauth(clients::OAuthArgs),
     /// Connect a stdio-only MCP client to a remote server (the stdio shim).
     Connect(connect::ConnectArgs),
 }
@@ -53,6 +58,8 @@ fn main() -> anyhow::Result<()> {
         Command::User(args) => runtime.block_on(serve::user(args)),
         Command::Token(args) => runtime.block_on(serve::token(args)),
         Command::Instances(args) => runtime.block_on(serve::instances(args)),
+        Command::Client(args) => runtime.block_on(clients::client(args)),
+        Command::Oauth(args) => runtime.block_on(clients::oauth(args)),
         Command::Connect(args) => runtime.block_on(connect::run(args)),
     }
 }

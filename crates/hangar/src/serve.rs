@@ -21,7 +21,7 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
+    pub(crate) fn load(&self, listen: Option<SocketAddr>) -> anyhow::Result<Config> {
         Ok(Config::load(
             self.config.as_deref(),
             listen,
@@ -74,11 +74,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
-        axum::serve(listener, router.app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.changed().await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router
+                .app
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        })
+        .await
     });
     crate::wrap::shutdown_signal().await;
     tracing::info!("shutting down");

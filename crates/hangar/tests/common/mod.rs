@@ -3,6 +3,8 @@
 //! the pinned external peers, run the conformance suite, clean up.
 #![allow(dead_code)]
 
+pub mod mcp;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

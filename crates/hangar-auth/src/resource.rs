@@ -1,8 +1,10 @@
 //! The resource-server check: who is calling, from the bearer token.
 //!
-//! [`Authenticator`] is the seam: API tokens implement it today; the OAuth
-//! authorization server (a later issue) adds its access tokens behind the
-//! same check, so routing never cares which kind of token it was.
+//! [`Authenticator`] is the seam the router calls on every MCP request.
+//! [`BearerCheck`] implements it for both kinds of token: API tokens
+//! (`hgr_…`, created with `hangar token create`) and the OAuth access tokens
+//! this crate issues (JWTs bound to one MCP server by their audience), so
+//! routing never cares which kind it was.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,20 +19,37 @@ use hangar_store::Store;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
+use crate::keys::KeySet;
+use crate::tokens;
+
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: String,
     pub user_name: String,
+    /// The scopes an OAuth access token carries; `None` for an API token,
+    /// which stands for its user without restriction.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl Principal {
+    /// Whether the caller may use something that needs `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|have| have == scope))
+    }
 }
 
 #[async_trait]
 pub trait Authenticator: Send + Sync {
     /// The caller a bearer token stands for, `None` when it stands for no one
-    /// (unknown, expired, revoked). Errors are for the store failing.
+    /// (unknown, expired, revoked, or issued for another resource than one
+    /// of `audiences`). Errors are for the store failing.
     async fn authenticate(
         &self,
         token: &str,
+        audiences: &[String],
     ) -> Result<Option<Principal>, hangar_store::StoreError>;
 }
 
@@ -97,11 +116,23 @@ impl ApiTokens {
     }
 }
 
+impl ApiTokens {
+    /// Forgets every verified token and grant (after a revocation here).
+    pub fn forget(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .clear();
+    }
+}
+
 #[async_trait]
 impl Authenticator for ApiTokens {
     async fn authenticate(
         &self,
         token: &str,
+        _audiences: &[String],
     ) -> Result<Option<Principal>, hangar_store::StoreError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.cached(&key) {
@@ -114,11 +145,90 @@ impl Authenticator for ApiTokens {
             .map(|(user, _)| Principal {
                 user_id: user.id,
                 user_name: user.name,
+                scopes: None,
             });
         if let Some(p) = &principal {
             self.remember(key, p);
         }
         Ok(principal)
+    }
+}
+
+/// The check for both kinds of bearer token.
+pub struct BearerCheck {
+    api: ApiTokens,
+    keys: Arc<KeySet>,
+    issuer: String,
+}
+
+impl BearerCheck {
+    pub fn new(api: ApiTokens, keys: Arc<KeySet>, issuer: String) -> BearerCheck {
+        BearerCheck { api, keys, issuer }
+    }
+
+    /// Forgets cached verdicts, so a revocation takes effect at once.
+    pub fn forget(&self) {
+        self.api.forget();
+    }
+
+    async fn access_token(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Option<Principal>, hangar_store::StoreError> {
+        let claims = match tokens::verify(&self.keys, token, &self.issuer, audiences) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("access token refused: {e}");
+                return Ok(None);
+            }
+        };
+        // The grant must still be in force (the user may have revoked the
+        // client, or a refresh token was replayed). Cached like API tokens,
+        // keyed by the grant.
+        let key: [u8; 32] = Sha256::digest(format!("grant:{}", claims.gid)).into();
+        let live = match self.api.cached(&key) {
+            Some(_) => true,
+            None => {
+                let live = self
+                    .api
+                    .store
+                    .grant(&claims.gid)
+                    .await?
+                    .is_some_and(|g| !g.revoked && g.user_id == claims.sub);
+                if live {
+                    self.api.remember(
+                        key,
+                        &Principal {
+                            user_id: claims.sub.clone(),
+                            user_name: String::new(),
+                            scopes: None,
+                        },
+                    );
+                }
+                live
+            }
+        };
+        Ok(live.then(|| Principal {
+            user_id: claims.sub,
+            user_name: claims.preferred_username,
+            scopes: Some(claims.scope.split(' ').map(str::to_owned).collect()),
+        }))
+    }
+}
+
+#[async_trait]
+impl Authenticator for BearerCheck {
+    async fn authenticate(
+        &self,
+        token: &str,
+        audiences: &[String],
+    ) -> Result<Option<Principal>, hangar_store::StoreError> {
+        if tokens::looks_like_jwt(token) {
+            self.access_token(token, audiences).await
+        } else {
+            self.api.authenticate(token, audiences).await
+        }
     }
 }
 

@@ -1,0 +1,582 @@
+//! The pages a person sees: sign-in (password or an upstream provider),
+//! sign-out and the account page (connected clients and API tokens).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use hangar_store::User;
+use http::{header, HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use super::AuthServer;
+use crate::pages::{self, GrantRow, SignIn, TokenRow};
+use crate::upstream::{UpstreamClaims, UpstreamLogin};
+use crate::web::{parse_form, PeerIp};
+
+/// Where to go after signing in: only a path on this server (never
+/// `//host` or `/\host`, which browsers treat as another origin).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
+            n.to_owned()
+        }
+        _ => "/account".to_owned(),
+    }
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+impl AuthServer {
+    fn sign_in_response(
+        &self,
+        headers: &HeaderMap,
+        status: StatusCode,
+        next: &str,
+        error: Option<&str>,
+        user_name: &str,
+    ) -> Response {
+        let (csrf, set_cookie) = self.csrf(headers);
+        let encoded_next: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("next", next)
+            .finish();
+        let providers = self
+            .providers
+            .iter()
+            .map(|p| {
+                let label = p
+                    .config
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| p.config.name.clone());
+                (
+                    format!("/signin/oidc/{}?{encoded_next}", p.config.name),
+                    label,
+                )
+            })
+            .collect();
+        let mut resp = pages::sign_in(
+            status,
+            &SignIn {
+                csrf: &csrf,
+                next,
+                error,
+                user_name,
+                passwords: self.settings.password_sign_in,
+                providers,
+            },
+        );
+        if let Some(c) = set_cookie {
+            resp.headers_mut().append(header::SET_COOKIE, c);
+        }
+        resp
+    }
+
+    /// Starts a browser session for `user` and sends the browser on.
+    async fn signed_in(&self, user: &User, next: &str) -> Response {
+        let expires = hangar_store::now() + self.settings.session_ttl.as_secs() as i64;
+        let cookie = match self.store.create_browser_session(&user.id, expires).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("creating a session: {e}");
+                return pages::error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign-in failed",
+                    "The server could not start your session; try again.",
+                );
+            }
+        };
+        tracing::info!(user = %user.name, "signed in");
+        let mut resp = see_other(next);
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            self.cookies.set(
+                "hangar_session",
+                &cookie,
+                self.settings.session_ttl.as_secs() as i64,
+            ),
+        );
+        resp
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct NextQuery {
+    next: Option<String>,
+}
+
+pub(super) async fn sign_in_page(
+    State(auth): State<Arc<AuthServer>>,
+    Query(q): Query<NextQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    if auth.session_user(&headers).await.is_some() {
+        return see_other(&next);
+    }
+    auth.sign_in_response(&headers, StatusCode::OK, &next, None, "")
+}
+
+/// A password hash to verify against when the user does not exist, so that
+/// a wrong name takes as long as a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| crate::resource::hash_password("decoy").unwrap_or_default())
+}
+
+pub(super) async fn sign_in(
+    State(auth): State<Arc<AuthServer>>,
+    peer: PeerIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(form) = parse_form(&body) else {
+        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "repeated fields");
+    };
+    let next = safe_next(form.get("next").map(String::as_str));
+    let name = form.get("username").map(String::as_str).unwrap_or_default();
+    if !auth.form_is_ours(&headers, &form) {
+        return auth.sign_in_response(
+            &headers,
+            StatusCode::FORBIDDEN,
+            &next,
+            Some("The form expired or did not come from this page. Please try again."),
+            name,
+        );
+    }
+    if !auth.settings.password_sign_in {
+        return auth.sign_in_response(
+            &headers,
+            StatusCode::FORBIDDEN,
+            &next,
+            Some("Password sign-in is turned off."),
+            "",
+        );
+    }
+    if auth
+        .sign_in_limit
+        .check(&format!("ip:{}", peer.key()))
+        .is_err()
+        || auth
+            .sign_in_limit
+            .check(&format!("user:{}", name.to_lowercase()))
+            .is_err()
+    {
+        let mut resp = auth.sign_in_response(
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            &next,
+            Some("Too many sign-in attempts. Wait a minute and try again."),
+            name,
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from_static("60"));
+        return resp;
+    }
+    let password = form.get("password").cloned().unwrap_or_default();
+    let user = match auth.store.user_by_name(name).await {
+        Ok(u) => u,
+        Err(hangar_store::StoreError::Invalid(_)) => None,
+        Err(e) => {
+            tracing::error!("user lookup: {e}");
+            return pages::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in failed",
+                "Try again shortly.",
+            );
+        }
+    };
+    let hash = user
+        .as_ref()
+        .and_then(|u| u.password_hash.clone())
+        .unwrap_or_else(|| decoy_hash().to_owned());
+    // argon2 takes tens of milliseconds of CPU: keep it off the async threads.
+    let ok =
+        tokio::task::spawn_blocking(move || crate::resource::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+    match user {
+        Some(user) if ok && user.password_hash.is_some() => auth.signed_in(&user, &next).await,
+        _ => {
+            tracing::info!("sign-in refused (wrong user name or password)");
+            auth.sign_in_response(
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("Wrong user name or password."),
+                name,
+            )
+        }
+    }
+}
+
+pub(super) async fn sign_out(
+    State(auth): State<Arc<AuthServer>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = parse_form(&body).unwrap_or_default();
+    if !auth.form_is_ours(&headers, &form) {
+        return pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Missing or wrong anti-forgery token.",
+        );
+    }
+    if let Some(cookie) = auth.cookies.get(&headers, "hangar_session") {
+        if let Err(e) = auth.store.end_browser_session(cookie).await {
+            tracing::error!("ending a session: {e}");
+        }
+    }
+    let mut resp = see_other("/signin");
+    resp.headers_mut()
+        .append(header::SET_COOKIE, auth.cookies.clear("hangar_session"));
+    resp
+}
+
+// ---- upstream OpenID Connect ------------------------------------------------
+
+/// What the browser carries (sealed) between leaving for the provider and
+/// coming back.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    provider: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+    next: String,
+    expires: i64,
+}
+
+const PENDING_TTL: i64 = 600;
+
+pub(super) async fn upstream_start(
+    State(auth): State<Arc<AuthServer>>,
+    Path(provider): Path<String>,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    let Some(p) = auth.providers.iter().find(|p| p.config.name == provider) else {
+        return pages::error_page(
+            StatusCode::NOT_FOUND,
+            "Unknown provider",
+            "No such sign-in provider.",
+        );
+    };
+    let redirect_uri = auth
+        .settings
+        .url(&format!("/signin/oidc/{provider}/callback"));
+    let login = match p.begin(&redirect_uri).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(provider = %provider, "upstream sign-in unavailable: {e}");
+            return pages::error_page(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in provider unavailable",
+                "The identity provider could not be reached. Try again shortly.",
+            );
+        }
+    };
+    let pending = Pending {
+        provider: provider.clone(),
+        state: login.state.clone(),
+        nonce: login.nonce.clone(),
+        verifier: login.verifier.clone(),
+        next: safe_next(q.next.as_deref()),
+        expires: hangar_store::now() + PENDING_TTL,
+    };
+    let sealed = auth
+        .sealer
+        .seal("oidc", &serde_json::to_string(&pending).unwrap_or_default());
+    let mut resp = see_other(&login.url);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        auth.cookies.set("hangar_oidc", &sealed, PENDING_TTL),
+    );
+    resp
+}
+
+pub(super) async fn upstream_callback(
+    State(auth): State<Arc<AuthServer>>,
+    Path(provider): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let fail = |message: &str| {
+        let mut resp = pages::error_page(StatusCode::BAD_REQUEST, "Sign-in failed", message);
+        resp.headers_mut()
+            .append(header::SET_COOKIE, auth.cookies.clear("hangar_oidc"));
+        resp
+    };
+    let pending: Option<Pending> = auth
+        .cookies
+        .get(&headers, "hangar_oidc")
+        .and_then(|c| auth.sealer.open("oidc", c))
+        .and_then(|json| serde_json::from_str(&json).ok());
+    let Some(pending) =
+        pending.filter(|p| p.provider == provider && p.expires > hangar_store::now())
+    else {
+        return fail("This sign-in expired or was started in another browser. Start again.");
+    };
+    if q.get("state") != Some(&pending.state) {
+        return fail("The provider's answer does not belong to this sign-in.");
+    }
+    if let Some(e) = q.get("error") {
+        return fail(&format!("The provider refused the sign-in: {e}"));
+    }
+    let (Some(code), Some(p)) = (
+        q.get("code"),
+        auth.providers.iter().find(|p| p.config.name == provider),
+    ) else {
+        return fail("The provider sent no authorization code.");
+    };
+    let login = UpstreamLogin {
+        url: String::new(),
+        state: pending.state.clone(),
+        nonce: pending.nonce.clone(),
+        verifier: pending.verifier.clone(),
+    };
+    let redirect_uri = auth
+        .settings
+        .url(&format!("/signin/oidc/{provider}/callback"));
+    let claims = match p.finish(code, &login, &redirect_uri).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(provider = %provider, "upstream sign-in failed: {e}");
+            return fail("The identity provider's answer could not be verified.");
+        }
+    };
+    let user =
+        match auth.upstream_user(&provider, &claims).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return fail(
+                "There is no Hangar account for this identity. Ask an administrator to create one.",
+            ),
+            Err(e) => {
+                tracing::error!("linking an upstream identity: {e}");
+                return fail("The server could not look up your account; try again.");
+            }
+        };
+    let mut resp = auth.signed_in(&user, &pending.next).await;
+    resp.headers_mut()
+        .append(header::SET_COOKIE, auth.cookies.clear("hangar_oidc"));
+    resp
+}
+
+impl AuthServer {
+    /// The Hangar user for an upstream identity: linked before; else the
+    /// user with the same verified email (if the config says so); else a new
+    /// user (if the config says so).
+    async fn upstream_user(
+        &self,
+        provider: &str,
+        claims: &UpstreamClaims,
+    ) -> Result<Option<User>, hangar_store::StoreError> {
+        if let Some(user) = self.store.external_user(provider, &claims.subject).await? {
+            return Ok(Some(user));
+        }
+        let email = claims.email.as_deref().filter(|_| claims.email_verified);
+        let mut user = None;
+        if self.settings.oidc_match_email {
+            if let Some(email) = email {
+                user = self.store.user_by_email(email).await?;
+            }
+        }
+        if user.is_none() && self.settings.oidc_create_users {
+            user = Some(self.create_upstream_user(claims, email).await?);
+        }
+        if let Some(u) = &user {
+            self.store
+                .link_external(provider, &claims.subject, &u.id, email)
+                .await?;
+        }
+        Ok(user)
+    }
+
+    async fn create_upstream_user(
+        &self,
+        claims: &UpstreamClaims,
+        email: Option<&str>,
+    ) -> Result<User, hangar_store::StoreError> {
+        let base: String = claims
+            .preferred_username
+            .as_deref()
+            .or(email)
+            .unwrap_or("user")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'))
+            .take(56)
+            .collect();
+        let base = if base.is_empty() {
+            "user".to_owned()
+        } else {
+            base
+        };
+        for n in 0..20 {
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            };
+            match self.store.add_user(&name, None, false).await {
+                Ok(user) => {
+                    self.store.set_user_email(&user.id, email).await?;
+                    return Ok(User {
+                        email: email.map(str::to_owned),
+                        ..user
+                    });
+                }
+                Err(hangar_store::StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(hangar_store::StoreError::Conflict(format!(
+            "no free user name for {base:?}"
+        )))
+    }
+}
+
+// ---- account page -----------------------------------------------------------
+
+fn when(t: Option<i64>) -> String {
+    match t {
+        None => "never".into(),
+        Some(t) => {
+            let ago = hangar_store::now() - t;
+            match ago {
+                i64::MIN..=59 => "just now".into(),
+                60..=3599 => format!("{} min ago", ago / 60),
+                3600..=86_399 => format!("{} h ago", ago / 3600),
+                _ => format!("{} days ago", ago / 86_400),
+            }
+        }
+    }
+}
+
+pub(super) async fn account(State(auth): State<Arc<AuthServer>>, headers: HeaderMap) -> Response {
+    let Some(user) = auth.session_user(&headers).await else {
+        return see_other("/signin?next=%2Faccount");
+    };
+    render_account(&auth, &headers, &user, None).await
+}
+
+async fn render_account(
+    auth: &AuthServer,
+    headers: &HeaderMap,
+    user: &User,
+    notice: Option<&str>,
+) -> Response {
+    let (grants, tokens) = match (
+        auth.store.list_grants(&user.id).await,
+        auth.store.list_tokens(Some(&user.id)).await,
+    ) {
+        (Ok(g), Ok(t)) => (g, t),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("account page: {e}");
+            return pages::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Account unavailable",
+                "Try again shortly.",
+            );
+        }
+    };
+    let grants: Vec<GrantRow> = grants
+        .into_iter()
+        .map(|g| GrantRow {
+            client: g.client_name.clone().unwrap_or_else(|| g.client_id.clone()),
+            resource: g.resource,
+            scope: g.scope,
+            created: when(Some(g.created_at)),
+            last_used: when(g.last_used_at),
+            id: g.id,
+        })
+        .collect();
+    let now = hangar_store::now();
+    let tokens: Vec<TokenRow> = tokens
+        .into_iter()
+        .filter(|t| !t.revoked && t.expires_at.is_none_or(|e| e > now))
+        .map(|t| TokenRow {
+            created: when(Some(t.created_at)),
+            expires: t
+                .expires_at
+                .map(|e| format!("in {} days", (e - now) / 86_400))
+                .unwrap_or_else(|| "never".into()),
+            last_used: when(t.last_used_at),
+            id: t.id,
+        })
+        .collect();
+    let (csrf, set_cookie) = auth.csrf(headers);
+    let mut resp = pages::account(&user.name, &csrf, &grants, &tokens, notice);
+    if let Some(c) = set_cookie {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+pub(super) async fn revoke_grant(
+    State(auth): State<Arc<AuthServer>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = match account_post(&auth, &headers, &body).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let owned = matches!(auth.store.grant(&id).await, Ok(Some(g)) if g.user_id == user.id);
+    let notice = if owned && auth.store.revoke_grant(&id).await.unwrap_or(false) {
+        auth.check.forget();
+        tracing::info!(user = %user.name, grant = %id, "client access revoked");
+        "Access revoked: that client must sign in again."
+    } else {
+        "Nothing to revoke."
+    };
+    render_account(&auth, &headers, &user, Some(notice)).await
+}
+
+pub(super) async fn revoke_token(
+    State(auth): State<Arc<AuthServer>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = match account_post(&auth, &headers, &body).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let owned = auth
+        .store
+        .list_tokens(Some(&user.id))
+        .await
+        .is_ok_and(|ts| ts.iter().any(|t| t.id == id));
+    let notice = if owned && auth.store.revoke_token(&id).await.unwrap_or(false) {
+        auth.check.forget();
+        tracing::info!(user = %user.name, token = %id, "API token revoked");
+        "Token revoked."
+    } else {
+        "Nothing to revoke."
+    };
+    render_account(&auth, &headers, &user, Some(notice)).await
+}
+
+/// The signed-in user of an account-page form, after the CSRF check.
+async fn account_post(
+    auth: &AuthServer,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<User, Response> {
+    let form = parse_form(body).unwrap_or_default();
+    if !auth.form_is_ours(headers, &form) {
+        return Err(pages::error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Missing or wrong anti-forgery token.",
+        ));
+    }
+    auth.session_user(headers)
+        .await
+        .ok_or_else(|| see_other("/signin?next=%2Faccount"))
+}
