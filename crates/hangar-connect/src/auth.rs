@@ -402,7 +402,11 @@ impl OAuth {
                 &discovery.resource,
             )?;
             self.authorizations.fetch_add(1, Ordering::SeqCst);
-            tracing::info!("signing in to {} at {}", self.config.server_url, discovery.issuer);
+            tracing::info!(
+                "signing in to {} at {}",
+                self.config.server_url,
+                discovery.issuer
+            );
             self.config
                 .browser
                 .open(url.as_str())
@@ -440,19 +444,26 @@ impl OAuth {
                         tokens.scope = oauth::scope_string(&scopes);
                     }
                     *lock(&self.scopes) = scopes;
-                    let keep_client = (fresh || record
-                        .issuers
-                        .get(&discovery.issuer)
-                        .and_then(|e| e.client.as_ref())
-                        .is_some_and(|c| c == &client))
-                        .then_some(client);
+                    let keep_client = (fresh
+                        || record
+                            .issuers
+                            .get(&discovery.issuer)
+                            .and_then(|e| e.client.as_ref())
+                            .is_some_and(|c| c == &client))
+                    .then_some(client);
                     self.keep(record, &discovery.issuer, keep_client, tokens)
                         .await?;
                     tracing::info!("signed in");
                     return Ok(());
                 }
-                Err(e) if e.is_invalid_client() && attempt == 0 && self.config.static_client.is_none() => {
-                    tracing::info!("the authorization server no longer knows this client; registering again");
+                Err(e)
+                    if e.is_invalid_client()
+                        && attempt == 0
+                        && self.config.static_client.is_none() =>
+                {
+                    tracing::info!(
+                        "the authorization server no longer knows this client; registering again"
+                    );
                     if let Some(entry) = record.issuers.get_mut(&discovery.issuer) {
                         entry.client = None;
                     }

@@ -171,17 +171,13 @@ impl Callback {
             let accepted = tokio::time::timeout_at(deadline, self.listener.accept())
                 .await
                 .map_err(|_| {
-                    format!(
-                        "no answer from the browser within {} s",
-                        timeout.as_secs()
-                    )
+                    format!("no answer from the browser within {} s", timeout.as_secs())
                 })?;
             let Ok((mut sock, _)) = accepted else {
                 continue;
             };
             let Ok(Some(target)) =
-                tokio::time::timeout(Duration::from_secs(10), read_request_target(&mut sock))
-                    .await
+                tokio::time::timeout(Duration::from_secs(10), read_request_target(&mut sock)).await
             else {
                 continue;
             };
@@ -199,7 +195,12 @@ impl Callback {
                 .collect();
             let ours = params.iter().any(|(k, v)| k == "state" && v == state);
             if !ours {
-                let _ = respond(&mut sock, 400, "This sign-in response is not for the current sign-in; it was ignored.").await;
+                let _ = respond(
+                    &mut sock,
+                    400,
+                    "This sign-in response is not for the current sign-in; it was ignored.",
+                )
+                .await;
                 continue;
             }
             let failed = params.iter().any(|(k, _)| k == "error");
@@ -243,9 +244,8 @@ async fn respond(sock: &mut tokio::net::TcpStream, status: u16, text: &str) -> s
         404 => "Not Found",
         _ => "Bad Request",
     };
-    let body = format!(
-        "<!doctype html><meta charset=utf-8><title>hangar connect</title><p>{text}</p>\n"
-    );
+    let body =
+        format!("<!doctype html><meta charset=utf-8><title>hangar connect</title><p>{text}</p>\n");
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n",
         body.len()
@@ -291,8 +291,14 @@ mod tests {
             Browser::Command(c) => assert_eq!(c, ["/usr/bin/firefox", "--new-window"]),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(Browser::from_env(true, Some("x".into())), Browser::Print));
-        assert!(matches!(Browser::from_env(false, None), Browser::Command(_)));
+        assert!(matches!(
+            Browser::from_env(true, Some("x".into())),
+            Browser::Print
+        ));
+        assert!(matches!(
+            Browser::from_env(false, None),
+            Browser::Command(_)
+        ));
     }
 
     #[tokio::test]
@@ -302,7 +308,11 @@ mod tests {
         let client = tokio::spawn(async move {
             let http = reqwest::Client::new();
             let base = format!("http://127.0.0.1:{port}");
-            let r = http.get(format!("{base}/favicon.ico")).send().await.unwrap();
+            let r = http
+                .get(format!("{base}/favicon.ico"))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 404);
             let r = http
                 .get(format!("{base}/oauth/callback?code=x&state=wrong"))

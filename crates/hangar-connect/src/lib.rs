@@ -32,8 +32,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mcp_transport::client::{Client, ClientError};
 pub use mcp_transport::client::{Authorizer, ClientConfig, Url};
+use mcp_transport::client::{Client, ClientError};
 use mcp_transport::era::{self, Era};
 use mcp_transport::{Kind, Message};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

@@ -37,7 +37,9 @@ pub enum OAuthError {
     NoMetadata(String),
     #[error("the authorization server metadata names issuer {found:?}, not {expected:?}: refusing to use it")]
     IssuerMismatch { expected: String, found: String },
-    #[error("the protected resource metadata is for {found:?}, not for {expected}: refusing to sign in")]
+    #[error(
+        "the protected resource metadata is for {found:?}, not for {expected}: refusing to sign in"
+    )]
     ResourceMismatch { expected: String, found: String },
     #[error("the protected resource metadata names no authorization server")]
     NoAuthorizationServer,
@@ -571,12 +573,7 @@ pub fn check_callback(
     issuer: &str,
     iss_advertised: bool,
 ) -> Result<String, OAuthError> {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if get("state") != Some(expected_state) {
         return Err(OAuthError::Callback(
             "the state does not match this sign-in".into(),
@@ -692,14 +689,11 @@ pub async fn token_request(
         "client_secret_basic" => {
             // RFC 6749 §2.3.1: form-encode both halves, then Basic.
             let secret = client.client_secret.as_deref().unwrap_or_default();
-            let pair = format!(
-                "{}:{}",
-                form_encode(&client.client_id),
-                form_encode(secret)
-            );
+            let pair = format!("{}:{}", form_encode(&client.client_id), form_encode(secret));
             let mut value =
-                http::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair)))
-                    .map_err(|_| OAuthError::Other("the client credentials are not valid".into()))?;
+                http::HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(pair))).map_err(
+                    |_| OAuthError::Other("the client credentials are not valid".into()),
+                )?;
             value.set_sensitive(true);
             req = req.header(http::header::AUTHORIZATION, value);
         }
@@ -716,14 +710,10 @@ pub async fn token_request(
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let resp = req
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| OAuthError::Http {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+    let resp = req.body(body).send().await.map_err(|e| OAuthError::Http {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
     let status = resp.status();
     let body = read_limited(resp, &url).await?;
     if !status.is_success() {
@@ -864,7 +854,11 @@ mod tests {
         let no_iss = p(&[("code", "c"), ("state", "s")]);
         assert!(check_callback(&no_iss, "s", iss, true).is_err());
         assert!(check_callback(&no_iss, "s", iss, false).is_ok());
-        let slash = p(&[("code", "c"), ("state", "s"), ("iss", "http://localhost:1/")]);
+        let slash = p(&[
+            ("code", "c"),
+            ("state", "s"),
+            ("iss", "http://localhost:1/"),
+        ]);
         assert!(check_callback(&slash, "s", iss, false).is_err());
         let denied = p(&[("error", "access_denied"), ("state", "s")]);
         assert!(matches!(

@@ -221,7 +221,10 @@ impl Store {
                 Ok(r) if r.server_url == self.server_url => Some(r),
                 Ok(_) => None,
                 Err(e) => {
-                    tracing::warn!("the stored sign-in for {} is unreadable ({e}); ignoring it", self.server_url);
+                    tracing::warn!(
+                        "the stored sign-in for {} is unreadable ({e}); ignoring it",
+                        self.server_url
+                    );
                     None
                 }
             })
@@ -233,8 +236,8 @@ impl Store {
     }
 
     pub async fn save(&self, record: &Record) -> Result<(), StoreError> {
-        let text = serde_json::to_string_pretty(record)
-            .map_err(|e| StoreError::Keyring(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(record).map_err(|e| StoreError::Keyring(e.to_string()))?;
         match self.backend {
             Backend::Files => {
                 let path = self.file_path();
@@ -280,7 +283,9 @@ impl Store {
         loop {
             match fs2::FileExt::try_lock_exclusive(&file) {
                 Ok(()) => return Ok(SignInLock { file }),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.raw_os_error() == Some(11) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(11) => {}
                 Err(e) => return Err(io(&path)(e)),
             }
             if tokio::time::Instant::now() >= deadline {
@@ -391,7 +396,12 @@ mod tests {
     #[test]
     fn dir_follows_the_environment() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(
             default_dir(env(&[("HANGAR_CONNECT_DIR", "/x"), ("HOME", "/h")])).unwrap(),
@@ -431,7 +441,10 @@ mod tests {
             },
         );
         store.save(&record).await.unwrap();
-        let mode = std::fs::metadata(store.file_path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.file_path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let dmode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(dmode & 0o777, 0o700);
