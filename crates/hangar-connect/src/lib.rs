@@ -11,8 +11,11 @@
 //!   request (sampling, elicitation, roots) arriving on a request's SSE
 //!   stream can be answered while that request is in flight; the client's
 //!   answer is POSTed back. Notifications and responses are sent in order.
-//! * A request that cannot be answered (server unreachable, 401 without
+//! * A request that cannot be answered (server unreachable, a failed
 //!   sign-in, broken stream) gets a JSON-RPC error with its id.
+//! * Sign-in: on a 401 the transport asks [`auth::OAuth`] (OAuth 2.1 in the
+//!   browser, see `auth`); with `--header "Authorization: …"` there is no
+//!   OAuth ([`auth::StaticToken`]).
 //! * `notifications/cancelled` also stops our own wait for the request; for
 //!   a modern (2026-07-28) request, closing its stream *is* the cancellation,
 //!   so the notification is not POSTed.
