@@ -236,7 +236,7 @@ test('a wrong token fails initialize with a clear error, not a hang', { timeout:
     assert.doesNotMatch(err.message, /timed out/, 'the shim answered');
     assert.match(err.message, /HTTP 401/);
     assert.match(err.message, /refused the Authorization header/);
-    assert.match(err.message, /not implemented yet/);
+    assert.match(err.message, /leave out --header to sign in with OAuth/);
     return true;
   });
   assert.match(stderr(), /ERROR.*HTTP 401/, `stderr says why:\n${stderr()}`);

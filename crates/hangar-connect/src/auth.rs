@@ -567,11 +567,13 @@ impl Authorizer for StaticToken {
             .or(challenge.error())
             .map(|d| format!(": {d}"))
             .unwrap_or_default();
-        Err(AuthError::Unavailable(format!(
+        let why = format!(
             "the server refused the Authorization header given with --header (HTTP {}){detail}; \
              fix the token, or leave out --header to sign in with OAuth",
             challenge.status
-        )))
+        );
+        tracing::error!("{why}");
+        Err(AuthError::Unavailable(why))
     }
 }
 
