@@ -157,14 +157,8 @@ pub(super) async fn sign_in(
             "",
         );
     }
-    if auth
-        .sign_in_limit
-        .check(&format!("ip:{}", peer.key()))
-        .is_err()
-        || auth
-            .sign_in_limit
-            .check(&format!("user:{}", name.to_lowercase()))
-            .is_err()
+    if auth.sign_in_ip_limit.check(&peer.key()).is_err()
+        || auth.sign_in_limit.check(&name.to_lowercase()).is_err()
     {
         let mut resp = auth.sign_in_response(
             &headers,

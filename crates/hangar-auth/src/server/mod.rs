@@ -144,12 +144,15 @@ pub struct AuthServer {
     cimd: Option<Arc<CimdFetcher>>,
     providers: Vec<OidcProvider>,
     sign_in_limit: RateLimiter,
+    sign_in_ip_limit: RateLimiter,
     token_limit: RateLimiter,
     register_limit: RateLimiter,
 }
 
-/// Sign-in attempts per minute, per address and per user name.
+/// Sign-in attempts per minute, per user name.
 const SIGN_IN_PER_MINUTE: u32 = 10;
+/// Sign-in attempts per minute, per address (several people may share one).
+const SIGN_IN_PER_ADDRESS_MINUTE: u32 = 60;
 /// Token requests per minute, per address.
 const TOKEN_PER_MINUTE: u32 = 120;
 /// Registrations per minute, per address.
@@ -192,6 +195,7 @@ impl AuthServer {
             cimd,
             providers,
             sign_in_limit: RateLimiter::new(SIGN_IN_PER_MINUTE, minute),
+            sign_in_ip_limit: RateLimiter::new(SIGN_IN_PER_ADDRESS_MINUTE, minute),
             token_limit: RateLimiter::new(TOKEN_PER_MINUTE, minute),
             register_limit: RateLimiter::new(REGISTER_PER_MINUTE, minute),
         }))

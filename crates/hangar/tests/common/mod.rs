@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mcp;
+pub mod oauth;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -228,6 +229,8 @@ pub fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
 /// and removes the data dir.
 pub struct Serve {
     child: Option<Child>,
+    /// When set, the router logs at debug level to this file.
+    pub log: Option<PathBuf>,
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub data_dir: PathBuf,
@@ -252,6 +255,7 @@ pub fn start_serve(config_tail: &str) -> Serve {
     .expect("write the config");
     let mut serve = Serve {
         child: None,
+        log: None,
         addr,
         config,
         data_dir,
@@ -274,16 +278,23 @@ impl Serve {
     /// port and data dir.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "hangar serve is already running");
-        let mut child = Command::new(hangar_bin())
-            .arg("serve")
+        let mut cmd = Command::new(hangar_bin());
+        cmd.arg("serve")
             .arg("--config")
             .arg(&self.config)
             .env("HANGAR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start hangar serve");
+            .stderr(Stdio::inherit());
+        if let Some(log) = &self.log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("open the router log");
+            cmd.env("HANGAR_LOG", "debug").stderr(file);
+        }
+        let mut child = cmd.spawn().expect("start hangar serve");
         wait_for_port(self.addr, &mut child);
         self.child = Some(child);
     }
@@ -319,6 +330,56 @@ impl Serve {
             String::from_utf8_lossy(&output.stderr)
         );
         output
+    }
+
+    /// Runs an admin command with `input` on its stdin.
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(hangar_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("HANGAR_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hangar");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let output = child.wait_with_output().expect("wait for hangar");
+        assert!(
+            output.status.success(),
+            "hangar {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Creates user `name` who signs in with `password`.
+    pub fn add_user_with_password(&self, name: &str, password: &str) {
+        self.cli_with_input(&["user", "add", name, "--password-stdin"], password);
+    }
+
+    /// Registers a public client (PKCE only) with the admin CLI; returns its id.
+    pub fn add_public_client(&self, name: &str, redirect_uri: &str) -> String {
+        let out = self.cli(&[
+            "client",
+            "add",
+            "--name",
+            name,
+            "--redirect-uri",
+            redirect_uri,
+        ]);
+        let text = String::from_utf8(out.stdout).expect("UTF-8");
+        text.lines()
+            .find_map(|l| l.strip_prefix("client_id="))
+            .expect("client add printed client_id=")
+            .to_owned()
     }
 
     /// Creates user `name` and an API token for them; returns the token.
