@@ -367,10 +367,10 @@ impl OidcProvider {
         if !ACCEPTED_ALGS.contains(&header.alg) {
             return Err(bad(format!("algorithm {:?} is not accepted", header.alg)));
         }
-        let key = match find_key(&*self.keys(false).await?, &header)? {
+        let key = match find_key(&self.keys(false).await?, &header)? {
             Some(key) => key,
             // An unknown key: the provider may have rotated; look once more.
-            None => find_key(&*self.keys(true).await?, &header)?
+            None => find_key(&self.keys(true).await?, &header)?
                 .ok_or_else(|| bad("signed by a key the provider does not publish".into()))?,
         };
         let mut validation = Validation::new(header.alg);

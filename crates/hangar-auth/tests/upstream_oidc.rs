@@ -170,7 +170,7 @@ async fn drive(start: &UpstreamLogin, login: &str) -> String {
 
 fn code_from(url: &Url, state: &str) -> String {
     let query: HashMap<_, _> = url.query_pairs().into_owned().collect();
-    assert!(query.get("error").is_none(), "{url}");
+    assert!(!query.contains_key("error"), "{url}");
     assert_eq!(query.get("state").map(String::as_str), Some(state));
     query["code"].clone()
 }
