@@ -94,7 +94,7 @@ pub fn verify(
             _ => TokenError::Invalid(e.to_string()),
         },
     )?;
-    if !audiences.iter().any(|a| *a == data.claims.aud) {
+    if !audiences.contains(&data.claims.aud) {
         return Err(TokenError::WrongAudience);
     }
     Ok(data.claims)
