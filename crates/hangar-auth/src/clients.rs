@@ -49,7 +49,7 @@ pub async fn resolve(
     client_id: &str,
 ) -> Result<Client, ClientError> {
     if client_id.contains("://") {
-        let Some(cimd) = cimd.filter(|_| CimdFetcher::is_metadata_url(client_id)) else {
+        let Some(cimd) = cimd.filter(|c| c.accepts(client_id)) else {
             return Err(ClientError::Unknown);
         };
         let doc = cimd

@@ -715,3 +715,159 @@ async fn no_secret_reaches_the_logs() {
         assert!(!text.contains(secret), "the {what} appears in the log");
     }
 }
+
+/// The fixture OpenID Connect provider (`oidc-provider`, pinned in
+/// tests/peers), started with `env`; killed when dropped.
+struct UpstreamProvider {
+    issuer: String,
+    child: std::process::Child,
+}
+
+impl Drop for UpstreamProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_provider(env: &[(&str, String)]) -> UpstreamProvider {
+    let mut child = Command::new(node_bin())
+        .arg(common::repo_root().join("tests/fixtures/oidc-provider.mjs"))
+        .env("OIDC_PORT", "0")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the OpenID Connect provider");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        // Keep draining so the provider never writes into a closed pipe.
+        for _ in lines {}
+    });
+    let issuer = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the provider prints its issuer");
+    UpstreamProvider { issuer, child }
+}
+
+/// Signs in at the provider's own login and consent pages (plain forms)
+/// until it sends the browser back to `back_to`; returns that URL.
+async fn provider_sign_in(browser: &Browser, start: &str, login: &str, back_to: &str) -> String {
+    let mut url = url::Url::parse(start).expect("provider URL");
+    let mut page = browser.get(url.as_str()).await;
+    for _ in 0..20 {
+        if let Some(location) = page.location.clone() {
+            url = url.join(&location).expect("redirect URL");
+            if url.as_str().starts_with(back_to) {
+                return url.to_string();
+            }
+            page = browser.get(url.as_str()).await;
+            continue;
+        }
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let attr = |name: &str| {
+            let at = page
+                .body
+                .find(name)
+                .unwrap_or_else(|| panic!("{name} in {}", page.body))
+                + name.len();
+            let end = page.body[at..].find('"').unwrap() + at;
+            page.body[at..end].replace("&amp;", "&")
+        };
+        let (action, prompt) = (attr("action=\""), attr("name=\"prompt\" value=\""));
+        let fields: Vec<(String, String)> = match prompt.as_str() {
+            "login" => vec![
+                ("prompt".into(), "login".into()),
+                ("login".into(), login.into()),
+                ("password".into(), "x".into()),
+            ],
+            _ => vec![("prompt".into(), "consent".into())],
+        };
+        url = url.join(&action).expect("form action");
+        page = browser.post_form_to(url.as_str(), &fields).await;
+    }
+    panic!("the provider did not send the browser back within 20 steps");
+}
+
+/// Sign-in through an upstream OpenID Connect provider: a new user is
+/// created from the provider's identity, signs in again as the same user,
+/// and gets tokens for their own instance.
+#[tokio::test]
+async fn sign_in_through_an_upstream_openid_connect_provider() {
+    let port = free_port();
+    let callback = format!("http://127.0.0.1:{port}/signin/oidc/corp/callback");
+    let provider = start_provider(&[
+        ("OIDC_CLIENT_ID", "hangar".into()),
+        ("OIDC_CLIENT_SECRET", "corp-secret".into()),
+        ("OIDC_REDIRECT_URI", callback.clone()),
+        ("OIDC_ACCOUNT_EMAIL", "carol@corp.example".into()),
+    ]);
+    let issuer = provider.issuer.clone();
+    let serve = common::start_serve_on(port, &format!(
+        "[oauth]\noidc_create_users = true\n[[oauth.oidc]]\nname = \"corp\"\ndisplay_name = \"Corp SSO\"\n\
+         issuer = \"{issuer}\"\nclient_id = \"hangar\"\nclient_secret = \"corp-secret\"\n{}",
+        everything_server("per-user", "authenticated", "10m")
+    ));
+    let o = origin(&serve);
+    let client = dcr_client(&serve).await;
+    let (verifier, challenge) = pkce();
+    let browser = Browser::new(&o);
+    let start = browser
+        .get(&auth_url(
+            &o,
+            &client,
+            REDIRECT,
+            &challenge,
+            &resource(&serve, "everything"),
+            None,
+        ))
+        .await;
+    let signin = browser
+        .get(start.location.as_deref().expect("to sign-in"))
+        .await;
+    assert!(signin.body.contains("Corp SSO"), "{}", signin.body);
+    let link = signin
+        .body
+        .split("href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let to_provider = browser.get(&link).await;
+    let provider_url = to_provider.location.expect("to the provider");
+    assert!(provider_url.starts_with(&issuer), "{provider_url}");
+    let back = provider_sign_in(&browser, &provider_url, "carol", &callback).await;
+    let done = browser.get(&back).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let consent = browser.get(done.location.as_deref().unwrap()).await;
+    assert!(
+        consent.body.contains("Signed in as <strong>carol</strong>"),
+        "{}",
+        consent.body
+    );
+    let mut fields = hidden_fields(&consent.body);
+    fields.push(("decision".into(), "approve".into()));
+    let decided = browser.post_form("/oauth/authorize", &fields).await;
+    let code = param(decided.location.as_deref().unwrap(), "code").unwrap();
+    let (status, tokens) = exchange_code(&o, &client, REDIRECT, &code, &verifier).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert!(whoami(&resource(&serve, "everything"), &access(&tokens))
+        .await
+        .contains("carol"));
+    let users = String::from_utf8(serve.cli(&["user", "list"]).stdout).unwrap();
+    assert_eq!(users.matches("carol").count(), 1, "{users}");
+
+    // A tampered return (wrong state) is refused.
+    let forged = browser
+        .get(&format!("/signin/oidc/corp/callback?code=x&state=forged"))
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+    drop(provider);
+}

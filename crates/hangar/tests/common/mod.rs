@@ -241,8 +241,13 @@ pub struct Serve {
 /// Starts `hangar serve` on a configuration made of `listen`, `data_dir` and
 /// `config_tail` (more top-level keys and the `[servers.…]` tables).
 pub fn start_serve(config_tail: &str) -> Serve {
+    start_serve_on(free_port(), config_tail)
+}
+
+/// [`start_serve`] on a given port (when the config must know it).
+pub fn start_serve_on(port: u16, config_tail: &str) -> Serve {
     let dir = TempDir::new("serve");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let data_dir = dir.path().join("data");
     let config = dir.path().join("hangar.toml");
     std::fs::write(

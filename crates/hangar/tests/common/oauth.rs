@@ -84,6 +84,22 @@ impl Browser {
         Self::read(resp).await
     }
 
+    /// POSTs a form to another site (an upstream identity provider).
+    pub async fn post_form_to(&self, url: &str, fields: &[(String, String)]) -> Page {
+        let origin = url::Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        let resp = self
+            .client
+            .post(url)
+            .header("origin", origin)
+            .form(fields)
+            .send()
+            .await
+            .expect("POST");
+        Self::read(resp).await
+    }
+
     /// Signs in on the sign-in page `signin_url` (a redirect target).
     pub async fn sign_in(&self, signin_url: &str, user: &str, password: &str) -> Page {
         let page = self.get(signin_url).await;
