@@ -669,3 +669,255 @@ fn sqlite_path_encoding_round_trips() {
         assert_eq!(decode_sqlite_path(&encode_sqlite_path(p)).unwrap(), p);
     }
 }
+
+// ---- OAuth records ------------------------------------------------------------
+
+fn new_code(client_id: &str, user_id: &str, expires_at: i64) -> NewCode {
+    NewCode {
+        client_id: client_id.into(),
+        user_id: user_id.into(),
+        redirect_uri: "http://127.0.0.1:9/cb".into(),
+        resource: "http://127.0.0.1:8080/mcp/everything".into(),
+        scope: "mcp".into(),
+        code_challenge: "c".repeat(43),
+        nonce: None,
+        expires_at,
+    }
+}
+
+#[tokio::test]
+async fn codes_are_spent_once_and_a_replay_revokes_their_grant() {
+    each_backend(|ctx| async move {
+        let s = &ctx.store;
+        let alice = s.add_user("alice", None, false).await.unwrap();
+        let code = s
+            .create_code(&new_code("c1", &alice.id, now() + 60))
+            .await
+            .unwrap();
+        let CodeRedemption::Fresh(record) = s.redeem_code(&code).await.unwrap() else {
+            panic!("first use is fresh")
+        };
+        assert_eq!(record.client_id, "c1");
+        let grant = s
+            .create_grant(&alice.id, "c1", Some("Client"), &record.resource, "mcp")
+            .await
+            .unwrap();
+        s.attach_code_grant(&code, &grant.id).await.unwrap();
+        assert_eq!(
+            s.redeem_code(&code).await.unwrap(),
+            CodeRedemption::Replayed
+        );
+        assert!(s.grant(&grant.id).await.unwrap().unwrap().revoked);
+        // Expired, unknown and malformed codes.
+        let old = s
+            .create_code(&new_code("c1", &alice.id, now() - 1))
+            .await
+            .unwrap();
+        assert_eq!(s.redeem_code(&old).await.unwrap(), CodeRedemption::Invalid);
+        assert_eq!(
+            s.redeem_code("hgc_nope").await.unwrap(),
+            CodeRedemption::Invalid
+        );
+        let unknown = format!("hgc_{}", "A".repeat(43));
+        assert_eq!(
+            s.redeem_code(&unknown).await.unwrap(),
+            CodeRedemption::Invalid
+        );
+        // Only a hash is stored.
+        let stored: Vec<String> = sqlx::query_scalar("SELECT code_hash FROM oauth_codes")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+        assert!(stored
+            .iter()
+            .all(|h| !code.contains(h.as_str()) && h.len() == 64));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
+    each_backend(|ctx| async move {
+        let s = &ctx.store;
+        let alice = s.add_user("alice", None, false).await.unwrap();
+        let grant = s
+            .create_grant(&alice.id, "c1", None, "http://x/mcp/a", "mcp")
+            .await
+            .unwrap();
+        let first = s
+            .issue_refresh_token(&grant.id, now() + 3600)
+            .await
+            .unwrap();
+        assert!(first.starts_with(REFRESH_TOKEN_PREFIX));
+        let Refresh::Rotated {
+            refresh_token: second,
+            grant: g,
+        } = s.rotate_refresh_token(&first).await.unwrap()
+        else {
+            panic!("a fresh token rotates")
+        };
+        assert_eq!(g.id, grant.id);
+        assert_ne!(second, first);
+        // The spent one again: theft, so the grant and all its tokens end.
+        assert_eq!(
+            s.rotate_refresh_token(&first).await.unwrap(),
+            Refresh::Reused {
+                grant_id: grant.id.clone()
+            }
+        );
+        assert_eq!(
+            s.rotate_refresh_token(&second).await.unwrap(),
+            Refresh::Invalid
+        );
+        assert!(s.list_grants(&alice.id).await.unwrap().is_empty());
+        // A forged secret with a real id is invalid, not a reuse.
+        let grant2 = s
+            .create_grant(&alice.id, "c1", None, "http://x/mcp/a", "mcp")
+            .await
+            .unwrap();
+        let t = s
+            .issue_refresh_token(&grant2.id, now() + 3600)
+            .await
+            .unwrap();
+        let forged = format!("{}{}", &t[..t.len() - 43], "B".repeat(43));
+        assert_eq!(
+            s.rotate_refresh_token(&forged).await.unwrap(),
+            Refresh::Invalid
+        );
+        assert!(!s.grant(&grant2.id).await.unwrap().unwrap().revoked);
+        // Revocation (RFC 7009) ends the grant.
+        let revoked = s.revoke_refresh_token(&t).await.unwrap().unwrap();
+        assert_eq!(revoked.id, grant2.id);
+        assert_eq!(s.rotate_refresh_token(&t).await.unwrap(), Refresh::Invalid);
+        // Expired tokens do not rotate.
+        let grant3 = s
+            .create_grant(&alice.id, "c1", None, "http://x/mcp/a", "mcp")
+            .await
+            .unwrap();
+        let old = s.issue_refresh_token(&grant3.id, now() - 1).await.unwrap();
+        assert_eq!(
+            s.rotate_refresh_token(&old).await.unwrap(),
+            Refresh::Invalid
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_have_one_winner() {
+    each_backend(|ctx| async move {
+        let s = ctx.store.clone();
+        let alice = s.add_user("alice", None, false).await.unwrap();
+        let grant = s
+            .create_grant(&alice.id, "c1", None, "http://x/mcp/a", "mcp")
+            .await
+            .unwrap();
+        let token = s
+            .issue_refresh_token(&grant.id, now() + 3600)
+            .await
+            .unwrap();
+        let (a, b) = tokio::join!(
+            s.rotate_refresh_token(&token),
+            s.rotate_refresh_token(&token)
+        );
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let rotated = outcomes
+            .iter()
+            .filter(|o| matches!(o, Refresh::Rotated { .. }))
+            .count();
+        assert_eq!(rotated, 1, "{outcomes:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn clients_sessions_and_upstream_identities() {
+    each_backend(|ctx| async move {
+        let s = &ctx.store;
+        let (public, secret) = s
+            .register_client(&NewClient {
+                kind: "dcr".into(),
+                name: Some("Public".into()),
+                redirect_uris: vec!["http://127.0.0.1:9/cb".into()],
+                token_endpoint_auth_method: "none".into(),
+                application_type: "native".into(),
+                metadata: "{}".into(),
+            })
+            .await
+            .unwrap();
+        assert!(secret.is_none() && !public.has_secret);
+        let (conf, secret) = s
+            .register_client(&NewClient {
+                kind: "static".into(),
+                name: None,
+                redirect_uris: vec!["https://app.example/cb".into()],
+                token_endpoint_auth_method: "client_secret_basic".into(),
+                application_type: "web".into(),
+                metadata: "{}".into(),
+            })
+            .await
+            .unwrap();
+        let secret = secret.expect("a confidential client gets a secret");
+        assert!(s.verify_client_secret(&conf.id, &secret).await.unwrap());
+        assert!(!s
+            .verify_client_secret(&conf.id, "hgcs_wrong")
+            .await
+            .unwrap());
+        assert!(!s.verify_client_secret(&public.id, &secret).await.unwrap());
+        assert_eq!(
+            s.client(&conf.id).await.unwrap().unwrap().redirect_uris,
+            vec!["https://app.example/cb"]
+        );
+        assert_eq!(s.list_clients().await.unwrap().len(), 2);
+
+        let alice = s.add_user("alice", None, false).await.unwrap();
+        let cookie = s
+            .create_browser_session(&alice.id, now() + 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.browser_session_user(&cookie).await.unwrap().unwrap().id,
+            alice.id
+        );
+        assert!(s.browser_session_user("garbage").await.unwrap().is_none());
+        s.end_browser_session(&cookie).await.unwrap();
+        assert!(s.browser_session_user(&cookie).await.unwrap().is_none());
+        let stale = s
+            .create_browser_session(&alice.id, now() - 1)
+            .await
+            .unwrap();
+        assert!(s.browser_session_user(&stale).await.unwrap().is_none());
+
+        s.set_user_email(&alice.id, Some("Alice@Example.test"))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.user_by_email("alice@example.test")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            alice.id
+        );
+        s.link_external("corp", "sub-1", &alice.id, Some("alice@example.test"))
+            .await
+            .unwrap();
+        s.link_external("corp", "sub-1", &alice.id, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.external_user("corp", "sub-1").await.unwrap().unwrap().id,
+            alice.id
+        );
+        assert!(s.external_user("other", "sub-1").await.unwrap().is_none());
+
+        // Removing a client revokes its grants.
+        let g = s
+            .create_grant(&alice.id, &conf.id, None, "http://x/mcp/a", "mcp")
+            .await
+            .unwrap();
+        assert!(s.remove_client(&conf.id).await.unwrap());
+        assert!(s.grant(&g.id).await.unwrap().unwrap().revoked);
+    })
+    .await;
+}
