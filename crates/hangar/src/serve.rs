@@ -65,8 +65,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     );
     if users == 0 {
-        eprintln!("No users yet. Create the first one and a token for it:");
-        eprintln!("  hangar user add alice --data-dir {}", data_dir.display());
+        eprintln!("No users yet. Create the first one (it signs in with this password in the browser), and an API token if you want one:");
+        eprintln!(
+            "  hangar user add alice --password-stdin --data-dir {}",
+            data_dir.display()
+        );
         eprintln!(
             "  hangar token create --user alice --data-dir {}",
             data_dir.display()
