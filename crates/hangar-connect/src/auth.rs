@@ -13,12 +13,15 @@
 //! `iss` checked), the code exchanged at the token endpoint.
 //!
 //! * Tokens are stored per server URL and issuer (`store`); a stored
-//!   access token is used at once, refreshed a minute before it expires,
+//!   access token is used at once, refreshed a minute before it expires
+//!   (or a quarter of its lifetime, when that is shorter),
 //!   and refreshed (not signed in again) on a 401 when there is a refresh
 //!   token. `invalid_client` drops the registration and registers again.
 //! * Concurrency: one sign-in per process (a mutex), and one per server
 //!   across processes (the store's lock file). Whoever waited re-reads the
-//!   store first and uses the tokens the other one obtained.
+//!   store first and uses the tokens the other one obtained; a refresh
+//!   likewise re-reads the store under the lock, so a rotated refresh
+//!   token is never sent twice (servers revoke the grant on reuse).
 //! * Step-up: a 403 `insufficient_scope` signs in again for the union of
 //!   the scopes asked so far and the challenged ones — only when that adds
 //!   a scope, and at most [`MAX_STEP_UPS`] times per process.
@@ -199,10 +202,19 @@ impl OAuth {
             .load()
             .await
             .map_err(|e| OAuthError::Other(e.to_string()))?;
+        let mut seen = seen.clone();
         if let Some(stored) = record.current_tokens() {
-            if stored != seen && !stored.expires_within(REFRESH_MARGIN) {
+            if stored != &seen {
+                // Another process refreshed (or signed in) meanwhile. With
+                // rotating refresh tokens ours is spent: using it again
+                // would look like a stolen token and revoke the grant.
+                // Adopt theirs, and refresh with theirs if it is due too.
+                tracing::debug!("adopting the tokens another hangar connect stored");
                 self.set_current(Some(stored.clone()));
-                return Ok(());
+                if !stored.refresh_due(REFRESH_MARGIN) || stored.refresh_token.is_none() {
+                    return Ok(());
+                }
+                seen = stored.clone();
             }
         }
         let discovery = oauth::discover(
@@ -212,7 +224,7 @@ impl OAuth {
             self.config.resource.as_deref(),
         )
         .await?;
-        if self.refresh(&discovery, &mut record, seen).await? {
+        if self.refresh(&discovery, &mut record, &seen).await? {
             Ok(())
         } else {
             Err(OAuthError::Other("no refresh token".into()))
@@ -519,11 +531,13 @@ impl OAuth {
 }
 
 fn tokens_of(resp: oauth::TokenResponse) -> Tokens {
+    let now = store::now_secs();
     Tokens {
         access_token: resp.access_token,
         refresh_token: resp.refresh_token,
-        expires_at: resp.expires_in.map(|s| store::now_secs().saturating_add(s)),
+        expires_at: resp.expires_in.map(|s| now.saturating_add(s)),
         scope: resp.scope,
+        issued_at: Some(now),
     }
 }
 
@@ -537,7 +551,7 @@ fn bearer(tokens: &Tokens) -> Option<HeaderValue> {
 impl Authorizer for OAuth {
     async fn authorization(&self) -> Option<HeaderValue> {
         let tokens = self.tokens().await?;
-        if tokens.refresh_token.is_some() && tokens.expires_within(REFRESH_MARGIN) {
+        if tokens.refresh_token.is_some() && tokens.refresh_due(REFRESH_MARGIN) {
             if let Err(e) = self.refresh_expiring(&tokens).await {
                 tracing::debug!("refresh before expiry failed: {e}");
             }

@@ -58,9 +58,26 @@ pub struct Tokens {
     pub expires_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Unix seconds: when the token endpoint gave them (to size the
+    /// refresh margin to the token's lifetime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
 }
 
 impl Tokens {
+    /// Time to refresh: the access token expires within `margin`, or within
+    /// a quarter of its lifetime when that is shorter (so a token living
+    /// less than `margin` is not refreshed before every request).
+    pub fn refresh_due(&self, margin: Duration) -> bool {
+        let margin = match (self.issued_at, self.expires_at) {
+            (Some(issued), Some(expires)) => {
+                margin.min(Duration::from_secs(expires.saturating_sub(issued) / 4))
+            }
+            _ => margin,
+        };
+        self.expires_within(margin)
+    }
+
     /// Expired, or expiring within `margin`.
     pub fn expires_within(&self, margin: Duration) -> bool {
         match self.expires_at {
@@ -487,5 +504,21 @@ mod tests {
             ..Tokens::default()
         };
         assert!(!forever.expires_within(Duration::from_secs(3600)));
+        // A token living 8 s is refreshed 2 s before it expires, not at once.
+        let short = Tokens {
+            access_token: "a".into(),
+            issued_at: Some(now_secs()),
+            expires_at: Some(now_secs() + 8),
+            ..Tokens::default()
+        };
+        assert!(short.expires_within(Duration::from_secs(60)));
+        assert!(!short.refresh_due(Duration::from_secs(60)));
+        let due = Tokens {
+            issued_at: Some(now_secs() - 7),
+            expires_at: Some(now_secs() + 1),
+            ..short.clone()
+        };
+        assert!(due.refresh_due(Duration::from_secs(60)));
+        assert!(t.refresh_due(Duration::from_secs(60)));
     }
 }

@@ -248,12 +248,17 @@ async fn concurrent_sign_ins_make_one_authorization_request() {
 
 #[tokio::test]
 async fn tokens_are_refreshed_before_they_expire() {
-    // Tokens that live 30 s: within the one-minute margin at once.
-    let (base, counts) = start_as(30).await;
+    // Tokens that live 4 s: shorter than the one-minute margin, so they are
+    // refreshed a quarter of their lifetime (1 s) before they expire, not
+    // before every request.
+    let (base, counts) = start_as(4).await;
     let dir = temp_dir("refresh");
     let a = oauth(&base, &dir);
     a.unauthorized(&challenge(&base)).await.unwrap();
     assert_eq!(counts.code.load(Ordering::SeqCst), 1);
+    assert_eq!(bearer(&a).await, "Bearer at-0");
+    assert_eq!(counts.refresh.load(Ordering::SeqCst), 0);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     assert_eq!(bearer(&a).await, "Bearer refreshed-0");
     assert_eq!(counts.refresh.load(Ordering::SeqCst), 1);
     // The refreshed token lives an hour: no more refreshing.
