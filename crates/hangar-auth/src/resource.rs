@@ -176,6 +176,20 @@ impl BearerCheck {
         token: &str,
         audiences: &[String],
     ) -> Result<Option<Principal>, hangar_store::StoreError> {
+        // Verified tokens are cached like API tokens (a signature check and
+        // a grant lookup per request would dominate the router's cost),
+        // keyed by a hash of the token and the audiences it was checked for.
+        let mut hasher = Sha256::new();
+        hasher.update(b"access\0");
+        hasher.update(token.as_bytes());
+        for a in audiences {
+            hasher.update(b"\0");
+            hasher.update(a.as_bytes());
+        }
+        let key: [u8; 32] = hasher.finalize().into();
+        if let Some(principal) = self.api.cached(&key) {
+            return Ok(Some(principal));
+        }
         let claims = match tokens::verify(&self.keys, token, &self.issuer, audiences) {
             Ok(c) => c,
             Err(e) => {
@@ -183,37 +197,27 @@ impl BearerCheck {
                 return Ok(None);
             }
         };
-        // The grant must still be in force (the user may have revoked the
-        // client, or a refresh token was replayed). Cached like API tokens,
-        // keyed by the grant.
-        let key: [u8; 32] = Sha256::digest(format!("grant:{}", claims.gid)).into();
-        let live = match self.api.cached(&key) {
-            Some(_) => true,
-            None => {
-                let live = self
-                    .api
-                    .store
-                    .grant(&claims.gid)
-                    .await?
-                    .is_some_and(|g| !g.revoked && g.user_id == claims.sub);
-                if live {
-                    self.api.remember(
-                        key,
-                        &Principal {
-                            user_id: claims.sub.clone(),
-                            user_name: String::new(),
-                            scopes: None,
-                        },
-                    );
-                }
-                live
-            }
-        };
-        Ok(live.then(|| Principal {
+        // The grant must still be in force: the user may have revoked the
+        // client, or a replayed code or refresh token revoked it.
+        let live = self
+            .api
+            .store
+            .grant(&claims.gid)
+            .await?
+            .is_some_and(|g| !g.revoked && g.user_id == claims.sub);
+        if !live {
+            return Ok(None);
+        }
+        let principal = Principal {
             user_id: claims.sub,
             user_name: claims.preferred_username,
             scopes: Some(claims.scope.split(' ').map(str::to_owned).collect()),
-        }))
+        };
+        // Never cache past the token's expiry.
+        if claims.exp > tokens::now() + TOKEN_CACHE_TTL.as_secs() {
+            self.api.remember(key, &principal);
+        }
+        Ok(Some(principal))
     }
 }
 

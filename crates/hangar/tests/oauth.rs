@@ -871,3 +871,70 @@ async fn sign_in_through_an_upstream_openid_connect_provider() {
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
     drop(provider);
 }
+
+/// The metadata a client discovers, and CORS on the endpoints browser-based
+/// clients call (never on the cookie-using pages).
+#[tokio::test]
+async fn metadata_is_complete_and_callable_from_browser_clients() {
+    let serve = router("");
+    let o = origin(&serve);
+    let http = reqwest::Client::new();
+    let prm: Value = http
+        .get(serve.url("/.well-known/oauth-protected-resource/mcp/everything"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["resource"], json!(resource(&serve, "everything")));
+    assert_eq!(prm["authorization_servers"], json!([o]));
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let resp = http
+            .get(serve.url(path))
+            .header("origin", "https://app.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+        let meta: Value = resp.json().await.unwrap();
+        assert_eq!(meta["issuer"], json!(o));
+        assert_eq!(
+            meta["code_challenge_methods_supported"],
+            json!(["S256"]),
+            "S256 only"
+        );
+        assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(meta["client_id_metadata_document_supported"], true);
+        assert_eq!(
+            meta["registration_endpoint"],
+            json!(format!("{o}/oauth/register"))
+        );
+        assert!(meta["jwks_uri"].as_str().unwrap().ends_with("/oauth/jwks"));
+    }
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, serve.url("/oauth/token"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let page = http.get(serve.url("/signin")).send().await.unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let jwks: Value = http
+        .get(serve.url("/oauth/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert!(jwks["keys"][0].get("d").is_none(), "no private part");
+}

@@ -237,20 +237,24 @@ impl AuthServer {
 
     /// The endpoints, to merge into the router's app.
     pub fn routes(self: &Arc<Self>) -> axum::Router {
-        axum::Router::new()
+        // What clients call directly may be called from browser-based MCP
+        // clients on other origins; none of it uses cookies.
+        let machine = axum::Router::new()
             .route(
                 "/.well-known/oauth-authorization-server",
                 get(metadata_document),
             )
             .route("/.well-known/openid-configuration", get(metadata_document))
             .route("/oauth/jwks", get(jwks))
+            .route("/oauth/token", post(token::token))
+            .route("/oauth/register", post(token::register))
+            .route("/oauth/revoke", post(token::revoke))
+            .layer(axum::middleware::from_fn(cors));
+        axum::Router::new()
             .route(
                 "/oauth/authorize",
                 get(authorize::start).post(authorize::decide),
             )
-            .route("/oauth/token", post(token::token))
-            .route("/oauth/register", post(token::register))
-            .route("/oauth/revoke", post(token::revoke))
             .route("/signin", get(browser::sign_in_page).post(browser::sign_in))
             .route("/signout", post(browser::sign_out))
             .route("/signin/oidc/{provider}", get(browser::upstream_start))
@@ -261,6 +265,7 @@ impl AuthServer {
             .route("/account", get(browser::account))
             .route("/account/grants/{id}/revoke", post(browser::revoke_grant))
             .route("/account/tokens/{id}/revoke", post(browser::revoke_token))
+            .merge(machine)
             .with_state(self.clone())
     }
 
@@ -273,6 +278,38 @@ impl AuthServer {
 }
 
 type State = axum::extract::State<Arc<AuthServer>>;
+
+/// CORS for the cookie-less endpoints: any origin, no credentials;
+/// preflights are answered here.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use http::{header, HeaderValue, Method, StatusCode};
+    let preflight = req.method() == Method::OPTIONS;
+    let mut resp = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, mcp-protocol-version"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+    }
+    resp
+}
 
 async fn metadata_document(axum::extract::State(auth): State) -> Response {
     let mut resp = axum::Json(auth.metadata()).into_response();
