@@ -25,6 +25,20 @@ if ! command -v bwrap >/dev/null; then
   fi
 fi
 
+# The browser end-to-end test (tests/e2e/oauth-browser.test.mjs) drives
+# Debian's Chromium with playwright-core; without it that test is skipped.
+# Only the browser itself (--no-install-recommends keeps the download small).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } \
+      || echo "could not install chromium: the browser test will be skipped" >&2
+  else
+    echo "chromium is not installed (/usr/bin/chromium): the browser test will be skipped" >&2
+  fi
+fi
+mkdir -p target/test-artifacts
+
 # The end-to-end tests run the binaries, so build them all first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads="${HANGAR_TEST_THREADS:-2}"
