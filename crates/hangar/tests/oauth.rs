@@ -866,7 +866,7 @@ async fn sign_in_through_an_upstream_openid_connect_provider() {
 
     // A tampered return (wrong state) is refused.
     let forged = browser
-        .get(&format!("/signin/oidc/corp/callback?code=x&state=forged"))
+        .get("/signin/oidc/corp/callback?code=x&state=forged")
         .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
     drop(provider);
