@@ -14,7 +14,7 @@ input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.
 button{font:inherit;padding:.5rem 1rem;margin:1rem .5rem 0 0;border-radius:4px;border:1px solid #1f6feb;background:#1f6feb;color:#fff;cursor:pointer}\
 button.secondary{background:#fff;color:#1f6feb}.error{color:#a40e26;background:#ffebe9;padding:.5rem;border-radius:4px}\
 .note{color:#57606a;font-size:.9rem}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #d0d7de;vertical-align:top}\
-ul.scopes li{margin:.2rem 0}a.provider{display:block;margin:.5rem 0}";
+ul.scopes li{margin:.2rem 0}code{word-break:break-all}a.provider{display:block;margin:.5rem 0}";
 
 /// A complete page with the security headers every page carries.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -184,6 +184,17 @@ pub struct TokenRow {
     pub last_used: String,
 }
 
+/// A one-button form that revokes `/account/{kind}/{id}`.
+fn revoke_form(kind: &str, id: &str, what: &str, csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/account/{kind}/{}/revoke\">{}\
+         <button type=\"submit\" class=\"secondary\" aria-label=\"Revoke {}\">Revoke</button></form>",
+        esc(id),
+        hidden("csrf", csrf),
+        esc(what)
+    )
+}
+
 pub fn account(
     user_name: &str,
     csrf: &str,
@@ -205,17 +216,14 @@ pub fn account(
         );
         for g in grants {
             body.push_str(&format!(
-                "<tr><td>{client}<br><span class=\"note\">scopes: {scope}; last used {last}</span></td>\
-                 <td><code>{resource}</code></td><td>{created}</td><td>\
-                 <form method=\"post\" action=\"/account/grants/{id}/revoke\">{csrf}\
-                 <button type=\"submit\" class=\"secondary\" aria-label=\"Revoke {client}\">Revoke</button></form></td></tr>",
+                "<tr><td>{client}<br><span class=\"note\">scopes: {scope}; tokens last renewed {last}</span></td>\
+                 <td><code>{resource}</code></td><td>{created}</td><td>{form}</td></tr>",
                 client = esc(&g.client),
                 scope = esc(&g.scope),
                 last = esc(&g.last_used),
                 resource = esc(&g.resource),
                 created = esc(&g.created),
-                id = esc(&g.id),
-                csrf = hidden("csrf", csrf),
+                form = revoke_form("grants", &g.id, &g.client, csrf),
             ));
         }
         body.push_str("</tbody></table>");
@@ -230,14 +238,12 @@ pub fn account(
         );
         for t in tokens {
             body.push_str(&format!(
-                "<tr><td><code>{id}</code><br><span class=\"note\">last used {last}</span></td><td>{created}</td><td>{expires}</td><td>\
-                 <form method=\"post\" action=\"/account/tokens/{id}/revoke\">{csrf}\
-                 <button type=\"submit\" class=\"secondary\" aria-label=\"Revoke token {id}\">Revoke</button></form></td></tr>",
+                "<tr><td><code>{id}</code><br><span class=\"note\">last used {last}</span></td><td>{created}</td><td>{expires}</td><td>{form}</td></tr>",
                 id = esc(&t.id),
                 last = esc(&t.last_used),
                 created = esc(&t.created),
                 expires = esc(&t.expires),
-                csrf = hidden("csrf", csrf),
+                form = revoke_form("tokens", &t.id, &format!("token {}", t.id), csrf),
             ));
         }
         body.push_str("</tbody></table>");

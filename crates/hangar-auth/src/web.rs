@@ -184,10 +184,15 @@ pub fn esc(text: &str) -> String {
 }
 
 /// Whether a POST from a browser came from our own pages: if the browser
-/// sent `Origin` (all current ones do on POST), it must be the issuer's.
+/// sent `Origin` (all current ones do on POST), it must be the issuer's. A
+/// browser that hides the origin (`Origin: null`, under some referrer
+/// policies) must say `Sec-Fetch-Site: same-origin`. The CSRF token is
+/// checked besides; this is defence in depth.
 pub fn same_origin(headers: &HeaderMap, issuer_origin: &str) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
+        Some("null") => fetch_site == Some("same-origin"),
         Some(origin) => origin == issuer_origin,
     }
 }
@@ -225,6 +230,22 @@ mod tests {
     fn repeated_form_parameters_are_refused() {
         assert!(parse_form(b"a=1&b=2").is_ok());
         assert!(parse_form(b"code=1&code=2").is_err());
+    }
+
+    #[test]
+    fn only_our_own_origin_may_post() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h, "http://a"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://a"));
+        assert!(same_origin(&h, "http://a"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://evil"));
+        assert!(!same_origin(&h, "http://a"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h, "http://a"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h, "http://a"));
+        h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin(&h, "http://a"));
     }
 
     #[test]

@@ -73,22 +73,9 @@ pub struct Grant {
     pub revoked: bool,
 }
 
-/// An authorization code to issue.
-#[derive(Debug, Clone)]
-pub struct NewCode {
-    pub client_id: String,
-    pub user_id: String,
-    pub redirect_uri: String,
-    pub resource: String,
-    pub scope: String,
-    pub code_challenge: String,
-    pub nonce: Option<String>,
-    pub expires_at: i64,
-}
-
-/// An authorization code as issued.
+/// What an authorization code stands for (issued, then redeemed).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodeRecord {
+pub struct AuthorizationCode {
     pub client_id: String,
     pub user_id: String,
     pub redirect_uri: String,
@@ -103,7 +90,7 @@ pub struct CodeRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeRedemption {
     /// First use: the code is now spent.
-    Fresh(CodeRecord),
+    Fresh(AuthorizationCode),
     /// Already used: whatever it produced has been revoked.
     Replayed,
     /// Unknown or expired.
@@ -248,7 +235,7 @@ impl Store {
     // ---- authorization codes ----------------------------------------------
 
     /// Issues an authorization code; only its hash is kept.
-    pub async fn create_code(&self, new: &NewCode) -> Result<String> {
+    pub async fn create_code(&self, new: &AuthorizationCode) -> Result<String> {
         let (code, hash) = new_opaque(CODE_PREFIX);
         sqlx::query(
             "INSERT INTO oauth_codes (code_hash, client_id, user_id, redirect_uri, resource, \
@@ -298,7 +285,7 @@ impl Store {
             }
             return Ok(CodeRedemption::Replayed);
         }
-        let record = CodeRecord {
+        let record = AuthorizationCode {
             client_id: row.try_get("client_id")?,
             user_id: row.try_get("user_id")?,
             redirect_uri: row.try_get("redirect_uri")?,

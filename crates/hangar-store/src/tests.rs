@@ -672,8 +672,8 @@ fn sqlite_path_encoding_round_trips() {
 
 // ---- OAuth records ------------------------------------------------------------
 
-fn new_code(client_id: &str, user_id: &str, expires_at: i64) -> NewCode {
-    NewCode {
+fn new_code(client_id: &str, user_id: &str, expires_at: i64) -> AuthorizationCode {
+    AuthorizationCode {
         client_id: client_id.into(),
         user_id: user_id.into(),
         redirect_uri: "http://127.0.0.1:9/cb".into(),

@@ -59,9 +59,15 @@ async fn dcr_client(serve: &Serve) -> String {
     reg["client_id"].as_str().expect("client_id").to_owned()
 }
 
-/// Signs alice in and approves; returns the tokens for `server`.
-async fn sign_in_for(serve: &Serve, client_id: &str, server: &str, scope: Option<&str>) -> Value {
-    let browser = Browser::new(&origin(serve));
+/// Signs alice in (in `browser`) and approves a request for `server`;
+/// returns the code and its PKCE verifier.
+async fn approved_code(
+    serve: &Serve,
+    browser: &Browser,
+    client_id: &str,
+    server: &str,
+    scope: Option<&str>,
+) -> (String, String) {
     let (verifier, challenge) = pkce();
     let url = auth_url(
         &origin(serve),
@@ -75,7 +81,13 @@ async fn sign_in_for(serve: &Serve, client_id: &str, server: &str, scope: Option
     assert!(back.starts_with(REDIRECT), "{back}");
     assert_eq!(param(&back, "state").as_deref(), Some("st4te"));
     assert_eq!(param(&back, "iss"), Some(origin(serve)), "RFC 9207 iss");
-    let code = param(&back, "code").expect("a code");
+    (param(&back, "code").expect("a code"), verifier)
+}
+
+/// Signs alice in and approves; returns the tokens for `server`.
+async fn sign_in_for(serve: &Serve, client_id: &str, server: &str, scope: Option<&str>) -> Value {
+    let browser = Browser::new(&origin(serve));
+    let (code, verifier) = approved_code(serve, &browser, client_id, server, scope).await;
     let (status, tokens) =
         exchange_code(&origin(serve), client_id, REDIRECT, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK, "{tokens}");
@@ -280,15 +292,9 @@ async fn rfc9700_attacks_are_refused() {
 
     // Authorization-code replay: refused, and the tokens it gave are revoked.
     let browser = Browser::new(&o);
-    let (verifier, challenge) = pkce();
-    let back = browser
-        .authorize(
-            &auth_url(&o, &client, REDIRECT, &challenge, &everything, None),
-            "alice",
-            ALICE_PASSWORD,
-        )
-        .await;
-    let code = param(&back, "code").unwrap();
+    let (code, verifier) = approved_code(&serve, &browser, &client, "everything", None).await;
+    // A well-formed challenge for the requests below that never get a code.
+    let (_, challenge) = pkce();
     let (status, first) = exchange_code(&o, &client, REDIRECT, &code, &verifier).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(
@@ -306,15 +312,7 @@ async fn rfc9700_attacks_are_refused() {
     );
 
     // Wrong PKCE verifier.
-    let (verifier2, challenge2) = pkce();
-    let back = browser
-        .authorize(
-            &auth_url(&o, &client, REDIRECT, &challenge2, &everything, None),
-            "alice",
-            ALICE_PASSWORD,
-        )
-        .await;
-    let code = param(&back, "code").unwrap();
+    let (code, verifier2) = approved_code(&serve, &browser, &client, "everything", None).await;
     let (other_verifier, _) = pkce();
     let (status, err) = exchange_code(&o, &client, REDIRECT, &code, &other_verifier).await;
     assert_eq!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use hangar_store::{NewCode, User};
+use hangar_store::{AuthorizationCode, User};
 use http::{header, HeaderMap, StatusCode};
 use url::Url;
 
@@ -331,7 +331,7 @@ pub(super) async fn decide(
     } else {
         let code = auth
             .store
-            .create_code(&NewCode {
+            .create_code(&AuthorizationCode {
                 client_id: checked.client.id.clone(),
                 user_id: user.id.clone(),
                 redirect_uri: checked.redirect_uri.clone(),

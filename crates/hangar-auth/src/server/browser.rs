@@ -510,9 +510,11 @@ async fn render_account(
     resp
 }
 
-pub(super) async fn revoke_grant(
+/// `POST /account/{kind}/{id}/revoke`, `kind` being `grants` (a connected
+/// client) or `tokens` (an API token); only the signed-in user's own.
+pub(super) async fn revoke(
     State(auth): State<Arc<AuthServer>>,
-    Path(id): Path<String>,
+    Path((kind, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -520,39 +522,30 @@ pub(super) async fn revoke_grant(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let owned = matches!(auth.store.grant(&id).await, Ok(Some(g)) if g.user_id == user.id);
-    let notice = if owned && auth.store.revoke_grant(&id).await.unwrap_or(false) {
+    let revoked = match kind.as_str() {
+        "grants" => {
+            let owned = matches!(auth.store.grant(&id).await, Ok(Some(g)) if g.user_id == user.id);
+            owned && auth.store.revoke_grant(&id).await.unwrap_or(false)
+        }
+        "tokens" => {
+            let owned = auth
+                .store
+                .list_tokens(Some(&user.id))
+                .await
+                .is_ok_and(|ts| ts.iter().any(|t| t.id == id));
+            owned && auth.store.revoke_token(&id).await.unwrap_or(false)
+        }
+        _ => false,
+    };
+    let notice = match (revoked, kind.as_str()) {
+        (false, _) => "Nothing to revoke.",
+        (true, "grants") => "Access revoked: that client must sign in again.",
+        (true, _) => "Token revoked.",
+    };
+    if revoked {
         auth.check.forget();
-        tracing::info!(user = %user.name, grant = %id, "client access revoked");
-        "Access revoked: that client must sign in again."
-    } else {
-        "Nothing to revoke."
-    };
-    render_account(&auth, &headers, &user, Some(notice)).await
-}
-
-pub(super) async fn revoke_token(
-    State(auth): State<Arc<AuthServer>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let user = match account_post(&auth, &headers, &body).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let owned = auth
-        .store
-        .list_tokens(Some(&user.id))
-        .await
-        .is_ok_and(|ts| ts.iter().any(|t| t.id == id));
-    let notice = if owned && auth.store.revoke_token(&id).await.unwrap_or(false) {
-        auth.check.forget();
-        tracing::info!(user = %user.name, token = %id, "API token revoked");
-        "Token revoked."
-    } else {
-        "Nothing to revoke."
-    };
+        tracing::info!(user = %user.name, kind = %kind, id = %id, "revoked from the account page");
+    }
     render_account(&auth, &headers, &user, Some(notice)).await
 }
 

@@ -263,8 +263,7 @@ impl AuthServer {
                 get(browser::upstream_callback),
             )
             .route("/account", get(browser::account))
-            .route("/account/grants/{id}/revoke", post(browser::revoke_grant))
-            .route("/account/tokens/{id}/revoke", post(browser::revoke_token))
+            .route("/account/{kind}/{id}/revoke", post(browser::revoke))
             .merge(machine)
             .with_state(self.clone())
     }

@@ -241,13 +241,8 @@ impl AuthServer {
                 "code_verifier does not match the code_challenge",
             );
         }
-        if let Some(resource) = form.get("resource") {
-            if resource.trim_end_matches('/') != record.resource {
-                return bad_request(
-                    "invalid_target",
-                    "resource differs from the authorization request",
-                );
-            }
+        if let Some(refused) = other_resource(form, &record.resource) {
+            return refused;
         }
         let user = match self.store.user_by_id(&record.user_id).await {
             Ok(Some(u)) => u,
@@ -314,13 +309,8 @@ impl AuthServer {
                 "the refresh token was issued to another client",
             );
         }
-        if let Some(resource) = form.get("resource") {
-            if resource.trim_end_matches('/') != grant.resource {
-                return bad_request(
-                    "invalid_target",
-                    "a refresh token serves only its own resource",
-                );
-            }
+        if let Some(refused) = other_resource(form, &grant.resource) {
+            return refused;
         }
         if let Some(scope) = form.get("scope") {
             let granted: Vec<&str> = grant.scope.split(' ').collect();
@@ -342,6 +332,18 @@ impl AuthServer {
         };
         self.token_response(&grant, &user.name, &refresh, None)
     }
+}
+
+/// A `resource` in a token request may only repeat the one the grant is
+/// bound to (RFC 8707: a token serves one resource).
+fn other_resource(form: &HashMap<String, String>, bound: &str) -> Option<Response> {
+    let asked = form.get("resource")?;
+    (asked.trim_end_matches('/') != bound).then(|| {
+        bad_request(
+            "invalid_target",
+            "the resource differs from the one this grant is for",
+        )
+    })
 }
 
 /// RFC 7636 S256: BASE64URL(SHA256(verifier)) == challenge, in constant time.
