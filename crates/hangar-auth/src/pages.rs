@@ -14,7 +14,7 @@ input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.
 button{font:inherit;padding:.5rem 1rem;margin:1rem .5rem 0 0;border-radius:4px;border:1px solid #1f6feb;background:#1f6feb;color:#fff;cursor:pointer}\
 button.secondary{background:#fff;color:#1f6feb}.error{color:#a40e26;background:#ffebe9;padding:.5rem;border-radius:4px}\
 .note{color:#57606a;font-size:.9rem}table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.3rem;border-bottom:1px solid #d0d7de;vertical-align:top}\
-ul.scopes li{margin:.2rem 0}code{word-break:break-all}a.provider{display:block;margin:.5rem 0}";
+ul.scopes li{margin:.2rem 0}code{overflow-wrap:anywhere}a.provider{display:block;margin:.5rem 0}";
 
 /// A complete page with the security headers every page carries.
 pub fn page(status: StatusCode, title: &str, body: &str) -> Response {

@@ -484,7 +484,9 @@ async fn render_account(
             resource: g.resource,
             scope: g.scope,
             created: when(Some(g.created_at)),
-            last_used: when(g.last_used_at),
+            last_used: g
+                .last_used_at
+                .map_or_else(|| "not yet".to_owned(), |t| when(Some(t))),
             id: g.id,
         })
         .collect();
