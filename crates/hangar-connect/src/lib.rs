@@ -2,7 +2,9 @@
 //! stdio (Claude Desktop, …) runs `hangar connect URL`; every line it writes
 //! on our stdin goes to the remote Streamable HTTP server through the
 //! transport's client half, and everything the server sends comes back as
-//! lines on our stdout.
+//! lines on our stdout. Legacy HTTP+SSE servers (2024-11-05) are reached
+//! through [`sse`]; `--transport` picks one or the other, or tries one then
+//! the other ([`remote`]).
 //!
 //! * stdio framing: newline-delimited JSON-RPC, lines bounded by
 //!   [`Options::max_line_bytes`]; stdout carries nothing but protocol (logs
@@ -26,6 +28,8 @@ pub mod auth;
 pub mod browser;
 pub mod oauth;
 pub mod options;
+pub mod remote;
+pub mod sse;
 pub mod stdio;
 pub mod store;
 
@@ -39,6 +43,7 @@ pub use mcp_transport::client::{Authorizer, ClientConfig, Url};
 use mcp_transport::client::{Client, ClientError};
 use mcp_transport::era::{self, Era};
 use mcp_transport::{Kind, Message};
+pub use remote::{Remote, TransportMode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -50,6 +55,8 @@ pub struct Options {
     pub max_line_bytes: usize,
     /// Messages waiting for stdout before senders wait.
     pub out_queue: usize,
+    /// `--transport`: Streamable HTTP, legacy HTTP+SSE, or one then the other.
+    pub transport: TransportMode,
 }
 
 impl Default for Options {
@@ -57,6 +64,7 @@ impl Default for Options {
         Options {
             max_line_bytes: 16 * 1024 * 1024,
             out_queue: 1024,
+            transport: TransportMode::default(),
         }
     }
 }
@@ -69,7 +77,7 @@ pub enum ConnectError {
 
 /// The shim: one remote endpoint, one local client.
 pub struct Shim {
-    client: Arc<Client>,
+    client: Arc<Remote>,
     out_tx: mpsc::Sender<Message>,
     out_rx: mpsc::Receiver<Message>,
     options: Options,
@@ -84,7 +92,12 @@ impl Shim {
         options: Options,
     ) -> Result<Shim, ConnectError> {
         let (out_tx, out_rx) = mpsc::channel(options.out_queue.max(1));
-        let client = Arc::new(Client::new(config, authorizer, out_tx.clone())?);
+        let client = Arc::new(Remote::new(
+            config,
+            authorizer,
+            out_tx.clone(),
+            options.transport,
+        )?);
         Ok(Shim {
             client,
             out_tx,
@@ -93,9 +106,9 @@ impl Shim {
         })
     }
 
-    /// The client half (for its session id, in tests and logs).
+    /// The Streamable HTTP client half (for its session id, in tests and logs).
     pub fn client(&self) -> &Arc<Client> {
-        &self.client
+        self.client.http()
     }
 
     /// Serves until `input` ends or `shutdown` resolves, then ends the session.
@@ -132,7 +145,7 @@ impl Shim {
 }
 
 async fn read_lines<R: AsyncRead + Unpin>(
-    client: &Arc<Client>,
+    client: &Arc<Remote>,
     out: &mpsc::Sender<Message>,
     inflight: &Inflight,
     input: R,
@@ -194,7 +207,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
 
 /// Sends a notification or a response before reading the next line, so the
 /// server sees them in the order the client wrote them.
-async fn send_in_order(client: &Client, message: Message) {
+async fn send_in_order(client: &Remote, message: Message) {
     let what = message.method().unwrap_or("response").to_owned();
     if let Err(e) = client.send(message).await {
         tracing::warn!("could not deliver {what}: {e}");
@@ -202,7 +215,7 @@ async fn send_in_order(client: &Client, message: Message) {
 }
 
 fn spawn_request(
-    client: &Arc<Client>,
+    client: &Arc<Remote>,
     out: &mpsc::Sender<Message>,
     inflight: &Inflight,
     message: Message,

@@ -1,6 +1,8 @@
 //! `hangar connect URL [--header "K: V"]… [--transport …] [--allow-http] [OAuth flags…]`
 //!
-//! The stdio shim for MCP clients that speak only stdio. Flag names follow
+//! The stdio shim for MCP clients that speak only stdio, to a server that
+//! speaks Streamable HTTP or the legacy HTTP+SSE transport (`--transport`,
+//! default http-first: falls back to SSE on a 4xx). Flag names follow
 //! mcp-remote so it is a drop-in replacement. Without an `Authorization`
 //! header, a 401 starts OAuth sign-in in the browser (`hangar_connect::auth`);
 //! tokens are kept in the OS keychain or under `$HANGAR_CONNECT_DIR` /
@@ -15,7 +17,7 @@ use hangar_connect::browser::Browser;
 use hangar_connect::oauth::ClientInfo;
 use hangar_connect::options::{parse_header, server_url};
 use hangar_connect::{ClientConfig, Url};
-use hangar_connect::{Options, Shim};
+use hangar_connect::{Options, Shim, TransportMode};
 use http::{HeaderName, HeaderValue};
 
 #[derive(Args)]
@@ -79,13 +81,12 @@ fn json_option(flag: &str, value: &str) -> anyhow::Result<serde_json::Value> {
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     let url = server_url(&args.url, args.allow_http)?;
-    match args.transport {
-        Transport::HttpFirst | Transport::HttpOnly => {}
-        Transport::SseFirst | Transport::SseOnly => bail!(
-            "--transport sse-first/sse-only: the legacy HTTP+SSE transport is not supported yet; \
-             use http-first or http-only (Streamable HTTP)"
-        ),
-    }
+    let transport = match args.transport {
+        Transport::HttpFirst => TransportMode::HttpFirst,
+        Transport::SseFirst => TransportMode::SseFirst,
+        Transport::HttpOnly => TransportMode::HttpOnly,
+        Transport::SseOnly => TransportMode::SseOnly,
+    };
     let static_client = match &args.static_oauth_client_info {
         Some(v) => {
             let info: ClientInfo =
@@ -147,7 +148,11 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             Arc::new(OAuth::new(oauth)?)
         };
     tracing::debug!("connecting to {}", config.url);
-    let shim = Shim::new(config, authorizer, Options::default())?;
+    let options = Options {
+        transport,
+        ..Options::default()
+    };
+    let shim = Shim::new(config, authorizer, options)?;
     shim.run(
         hangar_connect::stdio::stdin(),
         hangar_connect::stdio::stdout(),

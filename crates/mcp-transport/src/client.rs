@@ -284,7 +284,7 @@ pub enum ClientError {
         #[source]
         source: AuthError,
     },
-    #[error("{url} does not answer as a Streamable HTTP MCP endpoint (HTTP {status}); the legacy HTTP+SSE transport is not supported yet")]
+    #[error("{url} does not answer as a Streamable HTTP MCP endpoint (HTTP {status}); it may be a legacy HTTP+SSE server")]
     NotStreamableHttp { url: String, status: u16 },
     #[error("the MCP server sent a message larger than {limit} bytes")]
     TooLarge { limit: usize },
