@@ -313,14 +313,40 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes codes that expired more than a day ago (they only serve replay
-    /// detection until then).
-    pub async fn purge_codes(&self) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM oauth_codes WHERE expires_at < $1")
-            .bind(now() - 86_400)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+    /// Deletes what can no longer be used: codes that expired more than a
+    /// day ago (until then they serve replay detection), expired refresh
+    /// tokens and browser sessions. Returns how many rows went.
+    pub async fn purge_expired(&self) -> Result<u64> {
+        let now = now();
+        let mut n = 0;
+        for (sql, before) in [
+            (
+                "DELETE FROM oauth_codes WHERE expires_at < $1",
+                now - 86_400,
+            ),
+            (
+                "DELETE FROM oauth_refresh_tokens WHERE expires_at < $1",
+                now,
+            ),
+            ("DELETE FROM browser_sessions WHERE expires_at < $1", now),
+        ] {
+            n += sqlx::query(sql)
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    /// How many clients of `kind` are registered.
+    pub async fn count_clients(&self, kind: &str) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM oauth_clients WHERE kind = $1")
+                .bind(kind)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     // ---- grants and refresh tokens -----------------------------------------

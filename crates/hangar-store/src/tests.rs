@@ -911,6 +911,16 @@ async fn clients_sessions_and_upstream_identities() {
         );
         assert!(s.external_user("other", "sub-1").await.unwrap().is_none());
 
+        assert_eq!(s.count_clients("dcr").await.unwrap(), 1);
+        let sessions = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM browser_sessions")
+                .fetch_one(&s.pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(sessions().await, 1, "the expired session is still stored");
+        assert!(s.purge_expired().await.unwrap() >= 1);
+        assert_eq!(sessions().await, 0, "purged");
         // Removing a client revokes its grants.
         let g = s
             .create_grant(&alice.id, &conf.id, None, "http://x/mcp/a", "mcp")

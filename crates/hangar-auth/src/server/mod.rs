@@ -183,6 +183,7 @@ impl AuthServer {
             .map(OidcProvider::new)
             .collect();
         let minute = Duration::from_secs(60);
+        spawn_purger(store.clone());
         Ok(Arc::new(AuthServer {
             cookies: Cookies {
                 secure: settings.issuer.starts_with("https://"),
@@ -321,6 +322,25 @@ async fn metadata_document(axum::extract::State(auth): State) -> Response {
 
 async fn jwks(axum::extract::State(auth): State) -> Response {
     axum::Json(auth.keys.jwks()).into_response()
+}
+
+/// Deletes expired codes, refresh tokens and sessions every hour (when a
+/// runtime is there to run it; the admin CLI has none and needs none).
+fn spawn_purger(store: Arc<Store>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match store.purge_expired().await {
+                Ok(n) if n > 0 => tracing::debug!("purged {n} expired OAuth records"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("purging expired OAuth records: {e}"),
+            }
+        }
+    });
 }
 
 fn load_or_create_secret(path: &Path) -> Result<[u8; 32], AuthSetupError> {

@@ -21,6 +21,10 @@ use crate::clients::{self, Client, ClientError};
 use crate::tokens::{self, AccessClaims};
 use crate::web::{no_store, oauth_error, parse_form, random_token, PeerIp};
 
+/// Most dynamically registered clients kept (registration is open to
+/// anyone, so the table must not grow without bound).
+const MAX_DYNAMIC_CLIENTS: i64 = 10_000;
+
 /// Largest body the token, revocation and registration endpoints read.
 pub(super) const MAX_BODY: usize = 64 * 1024;
 
@@ -464,6 +468,18 @@ pub(super) async fn register(
         Ok(n) => n,
         Err((error, description)) => return bad_request(error, &description),
     };
+    match auth.store.count_clients("dcr").await {
+        Ok(n) if n >= MAX_DYNAMIC_CLIENTS => {
+            tracing::warn!("dynamic registration refused: {n} clients registered");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "too many registered clients; ask the administrator",
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return server_error("counting clients", e),
+    }
     let (client, secret) = match auth.store.register_client(&new).await {
         Ok(r) => r,
         Err(e) => return server_error("registering a client", e),
