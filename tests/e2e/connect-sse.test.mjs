@@ -37,15 +37,15 @@ requireFile(NODE22, PEERS_HINT);
 const { StdioClientTransport } = await sdkImport('client/stdio.js');
 
 /** server-everything's legacy SSE server on a free port. */
-async function startLegacySse(t) {
-  const port = await freePort();
+async function startLegacySse(t, port) {
+  port ??= await freePort();
   const child = spawnDetached(NODE22, [EVERYTHING_JS, 'sse'], {
     env: { ...process.env, PORT: String(port) },
     graceMs: 3_000,
   });
   t.after(child.terminate);
   await waitForPort('server-everything sse', port, child, child.terminate);
-  return { url: `http://127.0.0.1:${port}/sse`, log: child.log };
+  return { url: `http://127.0.0.1:${port}/sse`, port, log: child.log, stop: child.terminate };
 }
 
 /** Keeps the last 64 KiB of a stream's text. */
@@ -137,4 +137,15 @@ test('--transport sse-first falls back to Streamable HTTP (hangar wrap)', { time
   const result = await within(10_000, 'tools/call echo', shim.client.callTool({ name: 'echo', arguments: { message: 'hi' } }));
   assert.match(textOf(result), /hi/);
   assert.match(shim.stderr(), /trying the Streamable HTTP transport/);
+});
+
+test('the SSE server restarts: the shim opens a new stream and replays initialize, unnoticed', { timeout: TEST_TIMEOUT }, async (t) => {
+  const first = await startLegacySse(t);
+  const shim = await connectShim(t, first.url, ['--transport', 'sse-only']);
+  await echoWorks(shim);
+  await first.stop();
+  await startLegacySse(t, first.port);
+  const again = await within(15_000, 'tools/call after the restart', shim.client.callTool({ name: 'echo', arguments: { message: 'again' } }));
+  assert.equal(textOf(again), 'Echo: again', shim.stderr());
+  assert.match(shim.stderr(), /new SSE session established/);
 });
