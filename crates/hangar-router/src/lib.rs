@@ -35,6 +35,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// A router ready to serve: the axum app plus what shutdown needs.
 pub struct Router {
     pub app: axum::Router,
@@ -46,6 +54,9 @@ pub struct Router {
 /// Builds the router for `config` with the process backend.
 pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> {
     let config = Arc::new(config);
+    // Keys and instance dirs live here even when the store is Postgres.
+    create_private_dir(&config.data_dir)
+        .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let store = Arc::new(open_store(&config).await?);
     let signer =
         Arc::new(Signer::load_or_create(&config.identity_key_path()).context("identity key")?);

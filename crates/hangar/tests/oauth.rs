@@ -209,7 +209,17 @@ async fn conformance_authorization_server_scenarios() {
 /// revoking the grant. Also a key rotation that logs nobody out.
 #[tokio::test]
 async fn tokens_work_for_their_server_only_and_survive_a_restart() {
-    let mut serve = router("");
+    journey(router("")).await;
+}
+
+/// The same journey with the store on PostgreSQL (the scale-out setup).
+#[tokio::test]
+async fn the_journey_on_postgres() {
+    let db = common::PgDb::create();
+    journey(router(&format!("database_url = \"{}\"", db.url))).await;
+}
+
+async fn journey(mut serve: Serve) {
     let client = dcr_client(&serve).await;
     let tokens = sign_in_for(&serve, &client, "everything", None).await;
     let token = access(&tokens);
