@@ -24,16 +24,15 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  BUILD_HINT, Client, HANGAR, HANGAR_EVERYTHING, ROOT, freePort, requireFile, sdkImport,
-  spawnDetached, textOf, waitForPort, within,
+  BUILD_HINT, Client, HANGAR, HANGAR_EVERYTHING, ROOT, requireFile, sdkImport, textOf, within,
 } from './helpers.mjs';
+import { ALICE, startOAuthRouter } from './oauth-helpers.mjs';
 
 requireFile(HANGAR_EVERYTHING, BUILD_HINT);
 
 const { StdioClientTransport } = await sdkImport('client/stdio.js');
 
 const BROWSER_SCRIPT = path.join(ROOT, 'tests', 'drivers', 'hangar-browser.mjs');
-const ALICE = { name: 'alice', password: 'correct horse battery staple' };
 const ACCESS_TTL_MS = 5_000;
 const CALL_MS = 30_000;
 
@@ -41,78 +40,15 @@ const CALL_MS = 30_000;
 // Helpers
 // ---------------------------------------------------------------------------
 
-/** Runs `hangar ARGS…` with `input` on stdin (bounded); resolves with stdout. */
-function hangarWithInput(args, input) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(HANGAR, args, { env: { ...process.env, HANGAR_LOG: 'warn' }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.stdout.on('data', (c) => (out += c));
-    child.stderr.on('data', (c) => (err += c));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`hangar ${args.join(' ')} failed (${code ?? signal}):\n${err}`));
-    });
-    child.stdin.end(input);
-  });
-}
-
 /**
  * `hangar serve` on a free port with a fresh data dir, the per-user
  * `everything` server at /mcp/everything, access tokens living 5 s, and
- * alice with a password. `stop()`/`start()` restart it on the same port,
- * config and data dir.
+ * alice with a password (oauth-helpers.mjs). `stop()`/`start()` restart it
+ * on the same port, config and data dir.
  */
 async function startRouter(t) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'hangar-e2e-connect-serve-'));
-  const port = await freePort();
-  const config = path.join(dir, 'hangar.toml');
-  writeFileSync(config, [
-    `listen = "127.0.0.1:${port}"`,
-    `public_url = "http://127.0.0.1:${port}"`,
-    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
-    '[servers.everything]',
-    `command = [${JSON.stringify(HANGAR_EVERYTHING)}]`,
-    'tenancy = "per-user"',
-    'access = "authenticated"',
-    'idle_timeout = "10m"',
-    '[oauth]',
-    `access_token_ttl = "${ACCESS_TTL_MS / 1000}s"`,
-    '',
-  ].join('\n'));
-  await hangarWithInput(['user', 'add', ALICE.name, '--password-stdin', '--config', config], ALICE.password);
-
-  let child = null;
-  let logs = '';
-  const stop = async () => {
-    if (!child) return;
-    const c = child;
-    child = null;
-    await c.terminate();
-    logs += c.log();
-  };
-  const start = async () => {
-    child = spawnDetached(HANGAR, ['serve', '--config', config], {
-      env: { ...process.env, HANGAR_LOG: process.env.HANGAR_LOG ?? 'info' },
-      graceMs: 10_000,
-      unrefTimers: true,
-    });
-    await waitForPort('hangar serve', port, child, stop);
-  };
-  t.after(async () => {
-    await stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  await start();
-  return {
-    url: `http://127.0.0.1:${port}/mcp/everything`,
-    start,
-    stop,
-    log: () => logs + (child ? child.log() : ''),
-  };
+  const router = await startOAuthRouter(t, { accessTokenTtl: `${ACCESS_TTL_MS / 1000}s` });
+  return { ...router, url: router.url.href };
 }
 
 /** A token dir and a sign-in counter file, removed when the test ends. */
