@@ -615,6 +615,19 @@ impl Store {
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
+    /// Replaces a user's password hash; `false` if there is no such user.
+    pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+                .bind(hash)
+                .bind(name)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                > 0,
+        )
+    }
+
     pub async fn set_user_email(&self, user_id: &str, email: Option<&str>) -> Result<()> {
         sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
             .bind(email)

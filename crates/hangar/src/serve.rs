@@ -117,10 +117,23 @@ enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// Sets (or replaces) a user's sign-in password, read from stdin.
+    SetPassword { name: String },
     /// Lists users.
     List,
     /// Removes a user and their tokens.
     Remove { name: String },
+}
+
+/// Reads a password from stdin (one line) and hashes it with argon2id.
+fn password_hash_from_stdin() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin().read_to_string(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("the password on stdin is empty");
+    }
+    hangar_router::auth::hash_password(password).map_err(anyhow::Error::msg)
 }
 
 pub async fn user(args: UserArgs) -> anyhow::Result<()> {
@@ -133,19 +146,20 @@ pub async fn user(args: UserArgs) -> anyhow::Result<()> {
             admin,
         } => {
             let hash = if password_stdin {
-                let mut password = String::new();
-                std::io::stdin().read_to_string(&mut password)?;
-                let password = password.trim_end_matches(['\r', '\n']);
-                if password.is_empty() {
-                    bail!("the password on stdin is empty");
-                }
-                Some(hangar_router::auth::hash_password(password).map_err(anyhow::Error::msg)?)
+                Some(password_hash_from_stdin()?)
             } else {
                 None
             };
             let user = store.add_user(&name, hash.as_deref(), admin).await?;
             println!("{}", user.id);
             eprintln!("created user {name}{}", if admin { " (admin)" } else { "" });
+        }
+        UserCommand::SetPassword { name } => {
+            let hash = password_hash_from_stdin()?;
+            if !store.set_password_hash(&name, &hash).await? {
+                bail!("no user named {name:?}");
+            }
+            eprintln!("password set for {name}");
         }
         UserCommand::List => {
             for u in store.list_users().await? {

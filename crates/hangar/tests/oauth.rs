@@ -493,6 +493,17 @@ async fn sign_in_refuses_wrong_passwords_and_slows_guessing() {
         StatusCode::TOO_MANY_REQUESTS,
         "even the right password waits"
     );
+    // A user without a password (or with a new one) after `user set-password`.
+    serve.cli(&["user", "add", "bob"]);
+    let none = Browser::new(&origin(&serve))
+        .sign_in("/signin", "bob", "")
+        .await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    serve.cli_with_input(&["user", "set-password", "bob"], "bob's new passphrase\n");
+    let bob = Browser::new(&origin(&serve))
+        .sign_in("/signin", "bob", "bob's new passphrase")
+        .await;
+    assert_eq!(bob.status, StatusCode::SEE_OTHER, "{}", bob.body);
 }
 
 /// A tool that needs more than `mcp`: 403 insufficient_scope naming the
