@@ -6,7 +6,8 @@ N times: open one keep-alive HTTP connection to the Streamable HTTP endpoint
 URL, POST `initialize` and `notifications/initialized`, then 50 `tools/call
 echo` exactly like shared/bench/shim_init_time.py sends them through a shim,
 timing each call; DELETE the session. Prints
-RESULT init_ms_median=… call_us_median=… (init: connect + initialize answered).
+RESULT init_ms_median=… call_us_median=… (init: connect + initialize answered)
+and SAMPLES init_ms=… (every init time, for the p95), like bench/shim_init_time.py.
 """
 import http.client, json, statistics, sys, time, urllib.parse
 
@@ -49,3 +50,4 @@ for _ in range(n):
     conn.getresponse().read()
     conn.close()
 print("RESULT init_ms_median=%.1f call_us_median=%.0f" % (statistics.median(inits) * 1e3, statistics.median(calls) * 1e6))
+print("SAMPLES init_ms=" + ",".join("%.2f" % (x * 1e3) for x in inits))
