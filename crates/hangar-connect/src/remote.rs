@@ -82,7 +82,7 @@ impl Remote {
             authorizer.clone(),
             incoming.clone(),
         )?);
-        let sse = SseClient::new(config, authorizer, incoming)?;
+        let sse = SseClient::new(config, authorizer, incoming, http.http_client().clone());
         let active = match mode {
             TransportMode::HttpOnly => Active::Http,
             TransportMode::SseOnly => Active::Sse,

@@ -62,22 +62,15 @@ struct Inner {
 }
 
 impl SseClient {
+    /// `http` is the Streamable HTTP half's client (one connection pool and
+    /// one set of root certificates per server).
     pub fn new(
         config: ClientConfig,
         authorizer: Arc<dyn Authorizer>,
         incoming: mpsc::Sender<Message>,
-    ) -> Result<SseClient, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .user_agent(config.user_agent.clone());
-        if !config.proxy_from_env {
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(SseClient {
+        http: reqwest::Client,
+    ) -> SseClient {
+        SseClient {
             inner: Arc::new(Inner {
                 http,
                 config,
@@ -87,7 +80,7 @@ impl SseClient {
                 conn: tokio::sync::Mutex::new(None),
                 closed: AtomicBool::new(false),
             }),
-        })
+        }
     }
 
     /// Sends one message from the local client. For a request, `Ok` means

@@ -558,27 +558,38 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// The HTTP client for `config`'s server: timeouts, user agent, proxy
+/// choice; shared by every transport talking to that server.
+pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true)
+        .user_agent(config.user_agent.clone());
+    if !config.proxy_from_env {
+        builder = builder.no_proxy();
+    }
+    if config.url.scheme() == "http" {
+        // Nothing to verify on plain HTTP: skip loading the root
+        // certificates (several milliseconds of start-up).
+        builder = builder.tls_built_in_root_certs(false);
+    }
+    builder
+        .build()
+        .map_err(|e| ClientError::Setup(error_chain(&e)))
+}
+
 impl Client {
+    /// The HTTP client this half uses (to share it with another transport).
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
     pub fn new(
         config: ClientConfig,
         authorizer: Arc<dyn Authorizer>,
         incoming: mpsc::Sender<Message>,
     ) -> Result<Client, ClientError> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .user_agent(config.user_agent.clone());
-        if !config.proxy_from_env {
-            builder = builder.no_proxy();
-        }
-        if config.url.scheme() == "http" {
-            // Nothing to verify on plain HTTP: skip loading the root
-            // certificates (several milliseconds of start-up).
-            builder = builder.tls_built_in_root_certs(false);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ClientError::Setup(error_chain(&e)))?;
+        let http = http_client(&config)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
