@@ -515,16 +515,31 @@ async fn proxy(state: &Arc<AppState>, server: &ServerConfig, req: Request<Body>)
 }
 
 fn outcome_of(status: StatusCode, body: &[u8]) -> &'static str {
+    /// Only what the audit needs: serde skips everything else without
+    /// building it (the answer can be large; this runs on every tool call).
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Option<serde::de::IgnoredAny>,
+        result: Option<ToolResult>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ToolResult {
+        #[serde(rename = "isError")]
+        is_error: Option<bool>,
+    }
     if !status.is_success() {
         return "error";
     }
-    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if value.get("error").is_some() {
-        "error"
-    } else if value.pointer("/result/isError") == Some(&serde_json::Value::Bool(true)) {
-        "tool_error"
-    } else {
-        "ok"
+    match serde_json::from_slice::<Answer>(body) {
+        Err(_) => "ok",
+        Ok(Answer { error: Some(_), .. }) => "error",
+        Ok(Answer {
+            result: Some(ToolResult {
+                is_error: Some(true),
+            }),
+            ..
+        }) => "tool_error",
+        Ok(_) => "ok",
     }
 }
 
@@ -690,5 +705,21 @@ mod tests {
             Some("127.0.0.1")
         );
         assert_eq!(public_host("http://[::1]:8080").as_deref(), Some("[::1]"));
+    }
+
+    #[test]
+    fn audit_outcomes_from_answers() {
+        let ok = StatusCode::OK;
+        let big = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{}"}}],"isError":false}}}}"#,
+            "x".repeat(10_000)
+        );
+        assert_eq!(outcome_of(ok, big.as_bytes()), "ok");
+        let tool_error = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#;
+        assert_eq!(outcome_of(ok, tool_error), "tool_error");
+        let rpc_error = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#;
+        assert_eq!(outcome_of(ok, rpc_error), "error");
+        assert_eq!(outcome_of(StatusCode::BAD_GATEWAY, b""), "error");
+        assert_eq!(outcome_of(ok, b"not json"), "ok");
     }
 }

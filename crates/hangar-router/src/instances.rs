@@ -14,7 +14,6 @@ use bytes::Bytes;
 use hangar_machines::{Address, Backend, InstanceSpec, Running};
 use hangar_store::{Instance as InstanceRecord, Store};
 use http_body_util::Full;
-use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::auth::Principal;
@@ -33,8 +32,11 @@ pub enum InstanceError {
 pub struct Live {
     pub id: String,
     running: Box<dyn Running>,
-    /// One HTTP/2 connection per instance; requests multiplex over it.
-    conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// HTTP/1.1 to the instance's Unix socket, with a pool of kept-alive
+    /// connections: a connection per request in flight, reused after. (One
+    /// multiplexed HTTP/2 connection cost more router CPU per request: its
+    /// connection task, framing and flow control; see docs/benchmarks.md.)
+    client: UpstreamClient,
     inflight: AtomicUsize,
     last_used: Mutex<Instant>,
 }
@@ -61,44 +63,60 @@ impl Live {
         InflightGuard(self.clone())
     }
 
-    /// Sends a request over the instance's connection, opening it if needed.
+    /// Sends a request to the instance (on a pooled connection, or a new one).
     pub async fn send(
         &self,
         request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        let mut sender = self.sender().await?;
-        sender.send_request(request).await.map_err(|e| {
-            // The connection is broken: forget it so the next request reconnects.
-            if let Ok(mut conn) = self.conn.try_lock() {
-                *conn = None;
+        self.client.request(request).await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
             }
-            e.to_string()
+            text
         })
     }
+}
 
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, String> {
-        let mut conn = self.conn.lock().await;
-        if let Some(sender) = conn.as_mut() {
-            if sender.ready().await.is_ok() {
-                return Ok(sender.clone());
-            }
-        }
-        let Address::Unix(path) = self.running.address();
-        let stream = tokio::net::UnixStream::connect(path)
-            .await
-            .map_err(|e| format!("connect {}: {e}", path.display()))?;
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("instance connection ended: {e}");
-            }
-        });
-        *conn = Some(sender.clone());
-        Ok(sender)
+type UpstreamClient = hyper_util::client::legacy::Client<UnixConnector, Full<Bytes>>;
+
+/// Connects to one instance's Unix socket, whatever the request's URI says.
+#[derive(Clone)]
+struct UnixConnector(Arc<std::path::PathBuf>);
+
+impl tower_service::Service<http::Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            tokio::net::UnixStream::connect(&*path)
+                .await
+                .map(TokioIo::new)
+        })
+    }
+}
+
+/// The pooled HTTP/1.1 client for an instance listening on `address`.
+fn upstream_client(address: &Address) -> UpstreamClient {
+    let Address::Unix(path) = address;
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(UnixConnector(Arc::new(path.clone())))
 }
 
 /// Keeps an instance from idling out while a request or stream is open.
@@ -252,10 +270,11 @@ impl Instances {
             .with_label_values(&[&server.name])
             .observe(elapsed.as_secs_f64());
         tracing::info!(instance = %id, pid = ?running.pid(), ms = elapsed.as_millis() as u64, "instance started");
+        let client = upstream_client(running.address());
         let fresh = Arc::new(Live {
             id: id.clone(),
             running,
-            conn: tokio::sync::Mutex::new(None),
+            client,
             inflight: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
         });

@@ -624,21 +624,42 @@ impl Store {
                 bad.outcome
             )));
         }
+        // One multi-row INSERT per chunk: with SQLite every statement is a
+        // round trip to sqlx's worker thread, so a statement per row cost
+        // more than the rows themselves. 7 columns × 100 rows stays under
+        // SQLite's oldest limit of 999 parameters.
+        const ROWS: usize = 100;
         let mut tx = self.pool.begin().await?;
-        for entry in entries {
-            sqlx::query(
-                "INSERT INTO audit_log (id, at, user_id, server, tool, outcome, duration_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(new_audit_id())
-            .bind(entry.at)
-            .bind(entry.user_id.as_deref())
-            .bind(&entry.server)
-            .bind(&entry.tool)
-            .bind(&entry.outcome)
-            .bind(entry.duration_ms)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in entries.chunks(ROWS) {
+            let mut sql = String::from(
+                "INSERT INTO audit_log (id, at, user_id, server, tool, outcome, duration_ms) VALUES ",
+            );
+            for row in 0..chunk.len() {
+                let first = row * 7;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for column in 1..=7 {
+                    if column > 1 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", first + column));
+                }
+                sql.push(')');
+            }
+            let mut query = sqlx::query(&sql);
+            for entry in chunk {
+                query = query
+                    .bind(new_audit_id())
+                    .bind(entry.at)
+                    .bind(entry.user_id.as_deref())
+                    .bind(&entry.server)
+                    .bind(&entry.tool)
+                    .bind(&entry.outcome)
+                    .bind(entry.duration_ms);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -931,3 +931,35 @@ async fn clients_sessions_and_upstream_identities() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn audit_batches_keep_every_record_in_order() {
+    each_backend(|ctx| async move {
+        let s = &ctx.store;
+        // More than one multi-row statement's worth, and not a multiple of it.
+        let entries: Vec<AuditEntry> = (0..250)
+            .map(|i| AuditEntry {
+                at: now(),
+                user_id: (i % 2 == 0).then(|| format!("u{i}")),
+                server: "everything".into(),
+                tool: format!("tool{i}"),
+                outcome: AUDIT_OUTCOMES[i % AUDIT_OUTCOMES.len()].into(),
+                duration_ms: i as i64,
+            })
+            .collect();
+        s.audit_many(&entries).await.unwrap();
+        let mut back = s.recent_audit(1000).await.unwrap();
+        back.reverse();
+        assert_eq!(back, entries);
+        let mut bad = entries[0].clone();
+        bad.outcome = "maybe".into();
+        assert!(s.audit_many(&[entries[1].clone(), bad]).await.is_err());
+        assert_eq!(
+            s.recent_audit(1000).await.unwrap().len(),
+            250,
+            "all or nothing"
+        );
+        s.audit_many(&[]).await.unwrap();
+    })
+    .await;
+}
