@@ -3,7 +3,7 @@
 //!
 //! A request to an MCP endpoint: Origin/Host check → bearer token →
 //! session binding → the caller's instance (started on demand) → the request
-//! goes to the instance over HTTP/2 with the client's credentials stripped
+//! goes to the instance over HTTP/1.1 with the client's credentials stripped
 //! and the router's signed identity assertion added → the response streams
 //! back unbuffered (SSE included).
 
