@@ -140,7 +140,11 @@ impl CimdFetcher {
         };
         match url.scheme() {
             "https" => has_path(&url),
-            "http" => self.policy.allow_loopback && is_loopback(&url) && has_path(&url),
+            "http" => {
+                self.policy.allow_loopback
+                    && crate::netguard::is_loopback_url(&url)
+                    && has_path(&url)
+            }
             _ => false,
         }
     }
@@ -224,15 +228,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn has_path(url: &Url) -> bool {
     url.path() != "/" && !url.path().is_empty()
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 fn refused(why: &str) -> CimdError {

@@ -88,7 +88,7 @@ pub fn redirect_matches(registered: &[String], requested: &str) -> bool {
     let Ok(req) = Url::parse(requested) else {
         return false;
     };
-    if req.scheme() != "http" || !is_loopback_host(&req) {
+    if req.scheme() != "http" || !crate::netguard::is_loopback_url(&req) {
         return false;
     }
     registered.iter().any(|r| {
@@ -101,15 +101,6 @@ pub fn redirect_matches(registered: &[String], requested: &str) -> bool {
                 && req.username().is_empty()
         })
     })
-}
-
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 /// Checks one redirect URI a client wants to register: HTTPS anywhere, HTTP
@@ -125,7 +116,7 @@ pub fn check_redirect_uri(uri: &str, native: bool) -> Result<(), String> {
     }
     match url.scheme() {
         "https" => Ok(()),
-        "http" if is_loopback_host(&url) => Ok(()),
+        "http" if crate::netguard::is_loopback_url(&url) => Ok(()),
         "http" => Err(format!(
             "{uri:?}: plain http is allowed only for loopback redirects (127.0.0.1, [::1], localhost)"
         )),

@@ -137,6 +137,11 @@ fn is_loopback_host(host: &Host<&str>) -> bool {
     }
 }
 
+/// Whether a URL's host is loopback: `localhost`, 127.0.0.0/8 or `::1`.
+pub fn is_loopback_url(url: &Url) -> bool {
+    url.host().is_some_and(|h| is_loopback_host(&h))
+}
+
 /// Parses `url` and refuses it unless its scheme and (for IP literals) its
 /// address are allowed. Host names are checked later, by the resolver.
 pub fn check_url(url: &str, policy: &NetPolicy) -> Result<Url, FetchError> {

@@ -554,19 +554,15 @@ fn check_endpoint(endpoint: &str, issuer: &str) -> Result<(), String> {
     let url = Url::parse(endpoint).map_err(|e| format!("{endpoint:?}: {e}"))?;
     match url.scheme() {
         "https" => Ok(()),
-        "http" if is_loopback(&url) && Url::parse(issuer).is_ok_and(|i| is_loopback(&i)) => Ok(()),
+        "http"
+            if crate::netguard::is_loopback_url(&url)
+                && Url::parse(issuer).is_ok_and(|i| crate::netguard::is_loopback_url(&i)) =>
+        {
+            Ok(())
+        }
         _ => Err(format!(
             "{endpoint} must use https (plain http only for a loopback issuer)"
         )),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
     }
 }
 

@@ -489,29 +489,12 @@ pub async fn register(
         .as_deref()
         .ok_or(OAuthError::NoRegistration)?;
     let url = Url::parse(endpoint).map_err(|_| OAuthError::BadUrl(endpoint.to_owned()))?;
-    let resp = http
+    let req = http
         .post(url.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "application/json")
-        .body(registration_body(redirect_uri, extra).to_string())
-        .send()
-        .await
-        .map_err(|e| OAuthError::Http {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-    let status = resp.status();
-    let body = read_limited(resp, &url).await?;
-    if !status.is_success() {
-        return Err(refusal(&body).unwrap_or(OAuthError::Status {
-            url: url.to_string(),
-            status: status.as_u16(),
-        }));
-    }
-    let mut info: ClientInfo = serde_json::from_slice(&body).map_err(|e| OAuthError::Json {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
+        .body(registration_body(redirect_uri, extra).to_string());
+    let mut info: ClientInfo = send_for_json(req, &url).await?;
     if info.redirect_uris.is_empty() {
         info.redirect_uris.push(redirect_uri.to_owned());
     }
@@ -710,12 +693,21 @@ pub async fn token_request(
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let resp = req.body(body).send().await.map_err(|e| OAuthError::Http {
+    send_for_json(req.body(body), &url).await
+}
+
+/// Sends a request to an authorization server endpoint and reads its JSON
+/// answer (bounded); an OAuth error answer becomes that error.
+async fn send_for_json<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    url: &Url,
+) -> Result<T, OAuthError> {
+    let resp = req.send().await.map_err(|e| OAuthError::Http {
         url: url.to_string(),
         reason: e.to_string(),
     })?;
     let status = resp.status();
-    let body = read_limited(resp, &url).await?;
+    let body = read_limited(resp, url).await?;
     if !status.is_success() {
         return Err(refusal(&body).unwrap_or(OAuthError::Status {
             url: url.to_string(),

@@ -236,7 +236,7 @@ impl Inner {
                 .await
                 .map_err(|e| ClientError::Connect {
                     url: url.to_string(),
-                    reason: chain(&e),
+                    reason: mcp_transport::error_chain(&e),
                 })?;
             let status = resp.status();
             let www = resp
@@ -261,7 +261,7 @@ impl Inner {
             }
             asked = true;
             let challenge = Challenge {
-                body: snippet(resp).await,
+                body: mcp_transport::client::read_snippet(resp).await,
                 ..challenge
             };
             self.authorizer
@@ -288,7 +288,7 @@ impl Inner {
         }
         Err(ClientError::Http {
             status: status.as_u16(),
-            detail: snippet(resp).await,
+            detail: mcp_transport::client::read_snippet(resp).await,
         })
     }
 
@@ -305,7 +305,7 @@ impl Inner {
         if !status.is_success() {
             return Err(ClientError::Http {
                 status: status.as_u16(),
-                detail: snippet(resp).await,
+                detail: mcp_transport::client::read_snippet(resp).await,
             });
         }
         let ct = resp
@@ -357,7 +357,8 @@ impl Inner {
         let seen = Arc::new(AtomicUsize::new(0));
         let counter = seen.clone();
         let bytes = resp.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(|e| ClientError::Transport(chain(&e)))?;
+            let chunk =
+                chunk.map_err(|e| ClientError::Transport(mcp_transport::error_chain(&e)))?;
             if counter.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > limit {
                 return Err(ClientError::TooLarge { limit });
             }
@@ -451,31 +452,4 @@ impl Inner {
         }
         self.incoming.send(m).await.map_err(|_| ClientError::Closed)
     }
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// The start of a body, for messages; never fails.
-async fn snippet(mut resp: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= 4096 {
-            buf.truncate(4096);
-            break;
-        }
-    }
-    String::from_utf8_lossy(&buf).trim().to_owned()
 }

@@ -68,16 +68,10 @@ impl Live {
         &self,
         request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        self.client.request(request).await.map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        })
+        self.client
+            .request(request)
+            .await
+            .map_err(|e| mcp_transport::error_chain(&e))
     }
 }
 

@@ -45,6 +45,7 @@ use tokio::task::AbortHandle;
 pub use reqwest::Url;
 
 use crate::era::{self, meta, Era};
+use crate::error_chain;
 use crate::message::{codes, Kind, Message};
 use crate::server::{METHOD_HEADER, NAME_HEADER, SESSION_HEADER, VERSION_HEADER};
 
@@ -411,20 +412,6 @@ fn events(resp: reqwest::Response, limit: usize) -> Events {
     }))
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 fn is_sse(resp: &reqwest::Response) -> bool {
     content_type(resp).starts_with("text/event-stream")
 }
@@ -459,7 +446,8 @@ async fn read_bounded(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
 }
 
 /// The start of a body, for error messages; never fails.
-async fn read_snippet(mut resp: reqwest::Response) -> String {
+/// The start of a body (a few KiB, trimmed), for error messages; never fails.
+pub async fn read_snippet(mut resp: reqwest::Response) -> String {
     let mut buf = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
         buf.extend_from_slice(&chunk);

@@ -16,5 +16,21 @@ pub mod sse;
 pub mod stream;
 
 pub use message::{codes, Kind, Message};
+
+/// An error and its causes on one line (`a: b: c`), skipping a cause whose
+/// text the line already holds (many errors repeat their source's message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
 pub use server::{CallerCheck, Limits, ServerConfig, StreamableHttp, IDENTITY_META};
 pub use service::{EventSender, OpenError, RequestContext, Service, Session, UnsolicitedSender};

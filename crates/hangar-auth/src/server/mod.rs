@@ -73,12 +73,7 @@ impl AuthSettings {
     /// the issuer itself is on loopback (a development setup).
     pub fn new(issuer: &str, resources: Vec<Resource>) -> AuthSettings {
         let issuer = issuer.trim_end_matches('/').to_owned();
-        let loopback = url::Url::parse(&issuer).is_ok_and(|u| match u.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
-        });
+        let loopback = url::Url::parse(&issuer).is_ok_and(|u| crate::netguard::is_loopback_url(&u));
         AuthSettings {
             issuer,
             resources,
