@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use mcp_transport::client::{AuthError, Authorizer, Challenge, ClientConfig, ClientError, Url};
+use http::{header, HeaderMap, HeaderValue, Method};
+use mcp_transport::client::{authorized_exchange, Authorizer, ClientConfig, ClientError, Url};
 use mcp_transport::{Kind, Message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -203,18 +203,17 @@ impl Inner {
     }
 
     /// One HTTP exchange with the static headers and the authorizer's
-    /// `Authorization`; on 401 (or 403 `insufficient_scope`) the authorizer
-    /// is asked once and the exchange retried.
+    /// `Authorization`, signing in or stepping up as the Streamable HTTP
+    /// half does ([`authorized_exchange`]).
     async fn exchange(
         &self,
         method: Method,
         url: &Url,
         body: Option<&Message>,
     ) -> Result<reqwest::Response, ClientError> {
-        let mut asked = false;
-        loop {
+        authorized_exchange(self.authorizer.as_ref(), url, |authorization| {
             let mut headers: HeaderMap = self.config.headers.clone();
-            if let Some(auth) = self.authorizer.authorization().await {
+            if let Some(auth) = authorization {
                 headers.insert(header::AUTHORIZATION, auth);
             }
             let mut req = self.http.request(method.clone(), url.clone());
@@ -230,48 +229,9 @@ impl Inner {
                     HeaderValue::from_static("text/event-stream"),
                 );
             }
-            let resp = req
-                .headers(headers)
-                .send()
-                .await
-                .map_err(|e| ClientError::Connect {
-                    url: url.to_string(),
-                    reason: mcp_transport::error_chain(&e),
-                })?;
-            let status = resp.status();
-            let www = resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let challenge = Challenge::new(status.as_u16(), www.as_deref(), String::new());
-            let needs_auth = status == StatusCode::UNAUTHORIZED
-                || (status == StatusCode::FORBIDDEN
-                    && challenge.error() == Some("insufficient_scope"));
-            if !needs_auth {
-                return Ok(resp);
-            }
-            if asked {
-                return Err(ClientError::Unauthorized {
-                    status: status.as_u16(),
-                    source: AuthError::Failed(
-                        "the server refused the new credentials too".to_owned(),
-                    ),
-                });
-            }
-            asked = true;
-            let challenge = Challenge {
-                body: mcp_transport::client::read_snippet(resp).await,
-                ..challenge
-            };
-            self.authorizer
-                .unauthorized(&challenge)
-                .await
-                .map_err(|source| ClientError::Unauthorized {
-                    status: status.as_u16(),
-                    source,
-                })?;
-        }
+            req.headers(headers)
+        })
+        .await
     }
 
     /// POSTs a message to the endpoint; any 2xx is an acknowledgement.

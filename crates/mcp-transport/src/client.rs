@@ -546,6 +546,70 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// One HTTP exchange made with `authorizer`'s credentials: `request`
+/// builds it (again for a retry) given the current `Authorization` value.
+/// On 401, or 403 `insufficient_scope`, the authorizer is told and the
+/// exchange retried: at most one sign-in and one step-up per exchange, so a
+/// server that keeps refusing gets an error, not a loop. Any other answer is
+/// returned as it is. `url` names the server in connection errors.
+pub async fn authorized_exchange(
+    authorizer: &dyn Authorizer,
+    url: &Url,
+    mut request: impl FnMut(Option<HeaderValue>) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ClientError> {
+    let mut asked_401 = false;
+    let mut asked_403 = false;
+    loop {
+        let resp = request(authorizer.authorization().await)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.to_string(),
+                reason: error_chain(&e),
+            })?;
+        let status = resp.status();
+        let www = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let challenge = match status {
+            StatusCode::UNAUTHORIZED => Challenge::new(401, www.as_deref(), String::new()),
+            StatusCode::FORBIDDEN => {
+                let c = Challenge::new(403, www.as_deref(), String::new());
+                if c.error() != Some("insufficient_scope") {
+                    return Ok(resp);
+                }
+                c
+            }
+            _ => return Ok(resp),
+        };
+        let challenge = Challenge {
+            body: read_snippet(resp).await,
+            ..challenge
+        };
+        let asked = if status == StatusCode::UNAUTHORIZED {
+            &mut asked_401
+        } else {
+            &mut asked_403
+        };
+        if *asked {
+            return Err(ClientError::Unauthorized {
+                status: status.as_u16(),
+                source: AuthError::Failed("the server refused the new credentials too".to_owned()),
+            });
+        }
+        *asked = true;
+        authorizer
+            .unauthorized(&challenge)
+            .await
+            .map_err(|source| ClientError::Unauthorized {
+                status: status.as_u16(),
+                source,
+            })?;
+    }
+}
+
 /// The HTTP client for `config`'s server: timeouts, user agent, proxy
 /// choice; shared by every transport talking to that server.
 pub fn http_client(config: &ClientConfig) -> Result<reqwest::Client, ClientError> {
@@ -665,91 +729,42 @@ impl Inner {
     }
 
     /// One HTTP exchange with the static headers, the authorizer's
-    /// `Authorization` and `extra`. On 401 the authorizer is asked once for
-    /// credentials and the exchange is retried.
+    /// `Authorization` and `extra` (see [`authorized_exchange`]).
     async fn exchange(
         &self,
         method: Method,
         body: Option<&Message>,
         extra: HeaderMap,
     ) -> Result<reqwest::Response, ClientError> {
-        // At most one sign-in (401) and one step-up (403
-        // insufficient_scope) per exchange.
-        let mut asked_401 = false;
-        let mut asked_403 = false;
-        loop {
-            let mut headers = self.config.headers.clone();
-            if let Some(auth) = self.authorizer.authorization().await {
-                headers.insert(header::AUTHORIZATION, auth);
-            }
-            for (name, value) in &extra {
-                headers.insert(name.clone(), value.clone());
-            }
-            let mut req = self.http.request(method.clone(), self.config.url.clone());
-            if let Some(body) = body {
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_BOTH));
-                req = req.body(body.as_str().to_owned());
-            } else if !headers.contains_key(header::ACCEPT) {
-                headers.insert(
-                    header::ACCEPT,
-                    HeaderValue::from_static("text/event-stream"),
-                );
-            }
-            let resp = req
-                .headers(headers)
-                .send()
-                .await
-                .map_err(|e| ClientError::Connect {
-                    url: self.config.url.to_string(),
-                    reason: error_chain(&e),
-                })?;
-            let status = resp.status();
-            let www = resp
-                .headers()
-                .get(header::WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let challenge = match status {
-                StatusCode::UNAUTHORIZED => Challenge::new(401, www.as_deref(), String::new()),
-                StatusCode::FORBIDDEN => {
-                    let c = Challenge::new(403, www.as_deref(), String::new());
-                    if c.error() != Some("insufficient_scope") {
-                        return Ok(resp);
-                    }
-                    c
+        authorized_exchange(
+            self.authorizer.as_ref(),
+            &self.config.url,
+            |authorization| {
+                let mut headers = self.config.headers.clone();
+                if let Some(auth) = authorization {
+                    headers.insert(header::AUTHORIZATION, auth);
                 }
-                _ => return Ok(resp),
-            };
-            let challenge = Challenge {
-                body: read_snippet(resp).await,
-                ..challenge
-            };
-            let asked = if status == StatusCode::UNAUTHORIZED {
-                &mut asked_401
-            } else {
-                &mut asked_403
-            };
-            if *asked {
-                return Err(ClientError::Unauthorized {
-                    status: status.as_u16(),
-                    source: AuthError::Failed(
-                        "the server refused the new credentials too".to_owned(),
-                    ),
-                });
-            }
-            *asked = true;
-            self.authorizer
-                .unauthorized(&challenge)
-                .await
-                .map_err(|source| ClientError::Unauthorized {
-                    status: status.as_u16(),
-                    source,
-                })?;
-        }
+                for (name, value) in &extra {
+                    headers.insert(name.clone(), value.clone());
+                }
+                let mut req = self.http.request(method.clone(), self.config.url.clone());
+                if let Some(body) = body {
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_BOTH));
+                    req = req.body(body.as_str().to_owned());
+                } else if !headers.contains_key(header::ACCEPT) {
+                    headers.insert(
+                        header::ACCEPT,
+                        HeaderValue::from_static("text/event-stream"),
+                    );
+                }
+                req.headers(headers)
+            },
+        )
+        .await
     }
 
     /// A 2xx answer to a message that is not a request.
