@@ -210,6 +210,30 @@ test('an idle instance is stopped and starts again on the next call', { timeout:
   t.diagnostic(`stopped ${stoppedAt - closedAt} ms after the client closed; restarted as pid ${fresh.pid}`);
 });
 
+test('an open GET stream does not keep an instance up; the session outlives the stop and the next call works on it', { timeout: TEST_TIMEOUT }, async (t) => {
+  const serve = await startServe(t, { idleTimeout: '2s' });
+  const alice = await connectClient(serve, serve.tokens.alice, 'alice-stays');
+  alice.client.onerror = () => {}; // its GET stream ends when the instance stops
+  const before = await whoami(alice.client);
+  const session = alice.transport.sessionId;
+  assert.ok(session, 'a legacy session');
+  const old = await serve.runningInstance('alice');
+  assert.ok(old?.pid);
+  // The client stays connected (its GET stream open) and sends nothing.
+  await eventually(15_000, 'the idle instance stops with the client still connected', async () =>
+    !processAlive(old.pid) && (await serve.runningInstance('alice')) === null,
+  );
+  // Same client, same session: no 404, no new initialize.
+  const after = await whoami(alice.client);
+  assert.equal(after.user, 'alice');
+  assert.equal(after.instance, before.instance);
+  assert.equal(alice.transport.sessionId, session, 'the session id did not change');
+  const fresh = await serve.runningInstance('alice');
+  assert.ok(fresh?.pid && fresh.pid !== old.pid, `a new process: ${old.pid} → ${fresh?.pid}`);
+  const echo = await within(10_000, 'echo', alice.client.callTool({ name: 'echo', arguments: { message: 'still here' } }));
+  assert.equal(textOf(echo), 'Echo: still here');
+});
+
 test('kill -9 of an instance mid-call fails the call promptly; the next connection works', { timeout: TEST_TIMEOUT }, async (t) => {
   const serve = await startServe(t);
   const [alice, bob] = await Promise.all([

@@ -41,13 +41,19 @@ fn level_rank(level: &str) -> Option<usize> {
     LOG_LEVELS.iter().position(|l| *l == level)
 }
 
-/// Who the router says is calling, from the environment (per-user instance).
+/// Who Hangar says is calling: from the environment (a per-user instance),
+/// or, when Hangar started this server as a shared instance
+/// (`HANGAR_IDENTITY=request`), from each request's
+/// `_meta["dev.hangar/identity"]`, which Hangar overwrites on every request.
+/// A `_meta` identity is never trusted otherwise: any client can write one.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub user: Option<String>,
     pub user_id: Option<String>,
     pub server: Option<String>,
     pub instance: Option<String>,
+    /// Take the caller from each request (a shared instance).
+    pub from_request: bool,
 }
 
 impl Identity {
@@ -58,6 +64,7 @@ impl Identity {
             user_id: var("HANGAR_USER_ID"),
             server: var("HANGAR_SERVER"),
             instance: var("HANGAR_INSTANCE"),
+            from_request: var("HANGAR_IDENTITY").as_deref() == Some("request"),
         }
     }
 }
@@ -626,22 +633,24 @@ impl Conn {
         // by `hangar wrap` from the router's verified assertion); a per-user
         // instance gets it in its environment.
         let id = &self.shared.identity;
-        let (user, user_id, server, instance, source) = match ctx.meta(mcp_transport::IDENTITY_META)
-        {
-            Some(m) => (
-                m.get("user_name").cloned(),
-                m.get("user").cloned(),
-                m.get("server").cloned(),
-                m.get("instance").cloned(),
+        let (user, user_id, server, instance, source) = if id.from_request {
+            let m = ctx.meta(mcp_transport::IDENTITY_META);
+            let field = |k: &str| m.and_then(|m| m.get(k).cloned());
+            (
+                field("user_name"),
+                field("user"),
+                field("server"),
+                field("instance"),
                 "request",
-            ),
-            None => (
+            )
+        } else {
+            (
                 Some(json!(id.user)),
                 Some(json!(id.user_id)),
                 Some(json!(id.server)),
                 Some(json!(id.instance)),
                 "environment",
-            ),
+            )
         };
         json!({
             "user": user, "user_id": user_id, "server": server, "instance": instance,

@@ -43,11 +43,14 @@ pub struct ProcessBackend {
 impl ProcessBackend {
     pub fn new(config: ProcessBackendConfig, sandbox: Sandbox) -> ProcessBackend {
         if !sandbox.active() {
+            let problem = sandbox.problem().unwrap_or("no sandbox");
             match sandbox.mode() {
                 SandboxMode::Off => tracing::warn!("instances run UNSANDBOXED (sandbox = \"off\")"),
-                _ => tracing::warn!(
-                    "instances run UNSANDBOXED: {}. Install bubblewrap, or set sandbox = \"required\" to refuse instead.",
-                    sandbox.problem().unwrap_or("no sandbox")
+                SandboxMode::Required => tracing::error!(
+                    "no instance can start: instances must run sandboxed and {problem}. Install bubblewrap (apt-get install bubblewrap), or set sandbox = \"off\" (or \"auto\") in the configuration to run them unsandboxed."
+                ),
+                SandboxMode::Auto => tracing::warn!(
+                    "instances run UNSANDBOXED: {problem} (sandbox = \"auto\"). Install bubblewrap to sandbox them."
                 ),
             }
         }
@@ -73,23 +76,17 @@ impl ProcessBackend {
                 "--session-idle-timeout={}",
                 self.config.session_idle_timeout.as_secs().max(1)
             ))
-            .arg("--grace=2");
-        if spec.shared {
-            cmd.arg("--inject-identity");
-        }
+            .arg("--grace=2")
+            // In both tenancies: the router's verified identity overwrites
+            // whatever `dev.hangar/identity` a client put in `_meta`.
+            .arg("--inject-identity");
         cmd.arg("--").args(self.sandbox.wrap_command(spec));
-        cmd.env("HANGAR_SERVER", &spec.server)
-            .env("HANGAR_INSTANCE", &spec.id);
-        match &spec.user {
-            Some((id, name)) => cmd.env("HANGAR_USER_ID", id).env("HANGAR_USER", name),
-            None => cmd.env_remove("HANGAR_USER_ID").env_remove("HANGAR_USER"),
-        };
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .env(
-                "HANGAR_LOG",
-                std::env::var("HANGAR_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
+        // `hangar wrap` and the server start from an empty environment:
+        // nothing of the router's (database URL, client secrets, API
+        // tokens) reaches an instance unless the config hands it on.
+        cmd.env_clear()
+            .envs(instance_env(spec, |k| std::env::var(k).ok()));
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -108,9 +105,9 @@ impl Backend for ProcessBackend {
                     .to_owned(),
             ));
         }
-        create_private_dir(&spec.data_dir)
+        hangar_common::fs::create_private_dir(&spec.data_dir)
             .map_err(|e| BackendError::Start(format!("{}: {e}", spec.data_dir.display())))?;
-        create_private_dir(&self.config.run_dir)
+        hangar_common::fs::create_private_dir(&self.config.run_dir)
             .map_err(|e| BackendError::Start(format!("{}: {e}", self.config.run_dir.display())))?;
         let socket = self.config.run_dir.join(format!("{}.sock", spec.id));
         let mut child = self
@@ -129,12 +126,20 @@ impl Backend for ProcessBackend {
                 // on stderr): report how, waiting a moment for the status.
                 let status = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await
                 {
-                    Ok(Ok(status)) => status.to_string(),
-                    _ => "still running".to_owned(),
+                    Ok(Ok(status)) => format!("it exited ({status})"),
+                    _ => {
+                        let _ = child.kill().await;
+                        "it stopped talking".to_owned()
+                    }
                 };
-                return Err(BackendError::NotReady(format!(
-                    "it said {other:?} ({status})"
-                )));
+                let said = match other {
+                    Some(line) => format!(
+                        "its first line was not \"ready\" but {:?}",
+                        truncate(&line, 200)
+                    ),
+                    None => "it printed nothing".to_owned(),
+                };
+                return Err(BackendError::NotReady(format!("{said}; {status}")));
             }
             Ok(Err(e)) => return Err(BackendError::NotReady(e.to_string())),
             Err(_) => {
@@ -154,6 +159,13 @@ impl Backend for ProcessBackend {
             alive,
             child,
         }))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -233,12 +245,54 @@ impl Running for ProcessInstance {
     }
 }
 
-fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
+/// The environment an instance starts with, and nothing else: a minimal
+/// base (`PATH`, `LANG`, `TZ` as the router has them; `HOME` = the
+/// instance's data dir), Hangar's own `HANGAR_*` variables (who the instance
+/// is for), then the server's `env` and `env_passthrough` from its config
+/// (already resolved into `spec.env`). `router_env` reads the router's own
+/// environment (a parameter, so that tests can give it one).
+pub fn instance_env(
+    spec: &InstanceSpec,
+    router_env: impl Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| {
+        env.retain(|(key, _)| key != k);
+        env.push((k.to_owned(), v));
+    };
+    set(
+        "PATH",
+        router_env("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+    );
+    set("HOME", spec.data_dir.display().to_string());
+    set(
+        "LANG",
+        router_env("LANG").unwrap_or_else(|| "C.UTF-8".to_owned()),
+    );
+    if let Some(tz) = router_env("TZ") {
+        set("TZ", tz);
+    }
+    for (k, v) in &spec.env {
+        set(k, v.clone());
+    }
+    // Hangar's own last, so that no config can forge them.
+    set("HANGAR_SERVER", spec.server.clone());
+    set("HANGAR_INSTANCE", spec.id.clone());
+    if let Some((id, name)) = &spec.user {
+        set("HANGAR_USER_ID", id.clone());
+        set("HANGAR_USER", name.clone());
+    }
+    if spec.shared {
+        // Tells the server that each request's `_meta` carries the caller's
+        // identity, put there by Hangar (a per-user server trusts only its
+        // environment).
+        set("HANGAR_IDENTITY", "request".to_owned());
+    }
+    set(
+        "HANGAR_LOG",
+        router_env("HANGAR_LOG").unwrap_or_else(|| "warn".to_owned()),
+    );
+    env
 }
 
 #[cfg(test)]
@@ -281,6 +335,64 @@ mod tests {
             assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
         }
         assert_eq!(args.last().map(String::as_str), Some("server"));
+    }
+
+    #[test]
+    fn an_instance_gets_the_base_hangars_own_and_its_config_and_nothing_else() {
+        let spec = InstanceSpec {
+            id: "i1".into(),
+            server: "s".into(),
+            user: Some(("uid".into(), "alice".into())),
+            command: vec!["server".into()],
+            env: vec![
+                ("DECLARED".into(), "yes".into()),
+                // A config cannot forge Hangar's own variables.
+                ("HANGAR_USER".into(), "mallory".into()),
+            ],
+            data_dir: "/data/instances/i1".into(),
+            network: crate::Network::Host,
+            shared: false,
+        };
+        let router = |k: &str| match k {
+            "PATH" => Some("/usr/bin".to_owned()),
+            "DATABASE_URL" => Some("postgres://secret".to_owned()),
+            "TZ" => Some("Europe/Paris".to_owned()),
+            _ => None,
+        };
+        let env: std::collections::BTreeMap<String, String> =
+            instance_env(&spec, router).into_iter().collect();
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "DECLARED",
+                "HANGAR_INSTANCE",
+                "HANGAR_LOG",
+                "HANGAR_SERVER",
+                "HANGAR_USER",
+                "HANGAR_USER_ID",
+                "HOME",
+                "LANG",
+                "PATH",
+                "TZ"
+            ]
+        );
+        assert_eq!(env["HANGAR_USER"], "alice");
+        assert_eq!(env["HOME"], "/data/instances/i1");
+        assert_eq!(env["PATH"], "/usr/bin");
+        assert_eq!(env["LANG"], "C.UTF-8");
+        let shared = InstanceSpec {
+            user: None,
+            shared: true,
+            ..spec
+        };
+        let env: std::collections::BTreeMap<String, String> =
+            instance_env(&shared, router).into_iter().collect();
+        assert_eq!(
+            env.get("HANGAR_IDENTITY").map(String::as_str),
+            Some("request")
+        );
+        assert!(!env.contains_key("HANGAR_USER_ID"));
     }
 
     #[tokio::test]

@@ -54,6 +54,9 @@ struct RawServer {
     network: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Names of the router's environment variables handed on to instances.
+    #[serde(default)]
+    env_passthrough: Vec<String>,
     /// Tools that need a scope beyond `mcp` (step-up authorization).
     #[serde(default)]
     tool_scopes: BTreeMap<String, String>,
@@ -104,7 +107,11 @@ pub struct ServerConfig {
     pub access: Access,
     pub idle_timeout: Duration,
     pub network: Network,
+    /// Variables the server's config declares (`env`), set in every instance.
     pub env: Vec<(String, String)>,
+    /// The router's own variables an operator hands on deliberately
+    /// (`env_passthrough`); nothing else of the router's environment is.
+    pub env_passthrough: Vec<String>,
     /// Tool name → the scope an OAuth token needs to call it.
     pub tool_scopes: BTreeMap<String, String>,
 }
@@ -189,9 +196,16 @@ impl Config {
         let data_dir = data_dir
             .or(raw.data_dir)
             .unwrap_or_else(|| PathBuf::from("./hangar-data"));
+        // Every path handed to the sandbox (bind mounts, the hidden data dir)
+        // and to instances must be absolute: bwrap resolves a relative one
+        // inside the new root, where it does not exist.
+        let data_dir = std::path::absolute(&data_dir)
+            .map_err(|e| invalid(format!("data_dir {}: {e}", data_dir.display())))?;
         let sandbox = match raw.sandbox.as_deref() {
-            None | Some("auto") => SandboxMode::Auto,
-            Some("required") => SandboxMode::Required,
+            // Unset: instances run sandboxed or not at all (the message that
+            // refuses them says how to install bubblewrap or opt out).
+            None | Some("required") => SandboxMode::Required,
+            Some("auto") => SandboxMode::Auto,
             Some("off") => SandboxMode::Off,
             Some(other) => {
                 return Err(invalid(format!(
@@ -228,6 +242,25 @@ impl Config {
                     )))
                 }
             };
+            for (key, _) in &s.env {
+                if !valid_env_name(key) {
+                    return Err(invalid(format!(
+                        "servers.{name}.env: {key:?} is not a valid variable name"
+                    )));
+                }
+            }
+            for key in &s.env_passthrough {
+                if !valid_env_name(key) {
+                    return Err(invalid(format!(
+                        "servers.{name}.env_passthrough: {key:?} is not a valid variable name"
+                    )));
+                }
+                if key.starts_with("HANGAR_") {
+                    return Err(invalid(format!(
+                        "servers.{name}.env_passthrough: {key:?}: HANGAR_* variables are Hangar's own"
+                    )));
+                }
+            }
             servers.insert(
                 name.clone(),
                 ServerConfig {
@@ -238,6 +271,7 @@ impl Config {
                     idle_timeout,
                     network,
                     env: s.env.into_iter().collect(),
+                    env_passthrough: s.env_passthrough,
                     tool_scopes: s.tool_scopes,
                 },
             );
@@ -367,6 +401,13 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 fn default_catalog() -> BTreeMap<String, RawServer> {
     let mut servers = BTreeMap::new();
     servers.insert(
@@ -378,6 +419,7 @@ fn default_catalog() -> BTreeMap<String, RawServer> {
             idle_timeout: None,
             network: None,
             env: BTreeMap::new(),
+            env_passthrough: Vec::new(),
             tool_scopes: BTreeMap::new(),
         },
     );
@@ -418,7 +460,14 @@ mod tests {
         let c = Config::load(None, None, None).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
-        assert_eq!(c.data_dir, PathBuf::from("./hangar-data"));
+        // Absolute, so that the sandbox's bind mounts work (a relative path
+        // made every instance of the README's first run exit at once).
+        assert!(c.data_dir.is_absolute(), "{:?}", c.data_dir);
+        assert_eq!(
+            c.data_dir,
+            std::env::current_dir().unwrap().join("hangar-data")
+        );
+        assert_eq!(c.sandbox, SandboxMode::Required);
         assert_eq!(c.default_server, "everything");
         assert_eq!(c.servers["everything"].tenancy, Tenancy::PerUser);
         assert_eq!(c.servers["everything"].idle_timeout, DEFAULT_IDLE);
@@ -467,6 +516,14 @@ mod tests {
             ("default_server = \"nope\"", "default_server"),
             ("[servers.\"a b\"]\ncommand = [\"a\"]", "server name"),
             ("unknown_key = 1", "unknown"),
+            (
+                "[servers.x]\ncommand = [\"a\"]\nenv_passthrough = [\"A=B\"]",
+                "env_passthrough",
+            ),
+            (
+                "[servers.x]\ncommand = [\"a\"]\nenv_passthrough = [\"HANGAR_USER\"]",
+                "Hangar's own",
+            ),
         ] {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");

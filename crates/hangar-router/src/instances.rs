@@ -6,7 +6,7 @@
 //! start exactly one instance and the rest wait for it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,10 +28,29 @@ pub enum InstanceError {
     Backend(#[from] hangar_machines::BackendError),
 }
 
+/// Why a request did not get an answer from an instance.
+#[derive(Debug)]
+pub struct SendError {
+    /// The request never reached the instance (it could not be connected
+    /// to): safe to send again, to a new instance.
+    pub undelivered: bool,
+    /// For the log only (it may hold host paths).
+    pub detail: String,
+}
+
+/// Tells runs of instances apart: a session opened on one run must be
+/// reopened on the next.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
 /// A running instance and the connection the router keeps to it.
 pub struct Live {
     pub id: String,
+    /// Unique to this run of the instance.
+    pub generation: u64,
     running: Box<dyn Running>,
+    /// Set when the instance could not be connected to: dead whatever its
+    /// process looks like (it may not have been reaped yet).
+    unreachable: AtomicBool,
     /// HTTP/1.1 to the instance's Unix socket, with a pool of kept-alive
     /// connections: a connection per request in flight, reused after. (One
     /// multiplexed HTTP/2 connection cost more router CPU per request: its
@@ -43,7 +62,7 @@ pub struct Live {
 
 impl Live {
     pub fn is_alive(&self) -> bool {
-        self.running.is_alive()
+        !self.unreachable.load(Ordering::SeqCst) && self.running.is_alive()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -67,11 +86,19 @@ impl Live {
     pub async fn send(
         &self,
         request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, String> {
-        self.client
-            .request(request)
-            .await
-            .map_err(|e| mcp_transport::error_chain(&e))
+    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+        self.client.request(request).await.map_err(|e| {
+            let undelivered = e.is_connect();
+            if undelivered {
+                // Its socket refuses connections: the process is gone or
+                // going, even if it has not been reaped yet.
+                self.unreachable.store(true, Ordering::SeqCst);
+            }
+            SendError {
+                undelivered,
+                detail: mcp_transport::error_chain(&e),
+            }
+        })
     }
 }
 
@@ -130,6 +157,9 @@ struct Slot {
     user: Option<Principal>,
     idle_timeout: Duration,
     live: tokio::sync::Mutex<Option<Arc<Live>>>,
+    /// The generation of the newest run started (0: none yet), for streams
+    /// that wait for the instance to come back.
+    started: tokio::sync::watch::Sender<u64>,
 }
 
 /// What `hangar instances` and the admin views show.
@@ -150,6 +180,18 @@ pub struct Instances {
     store: Arc<Store>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     running: AtomicUsize,
+}
+
+/// The variables a server's config gives its instances: `env`, then the
+/// `env_passthrough` names that the router's environment has.
+fn instance_env(server: &ServerConfig) -> Vec<(String, String)> {
+    let mut env = server.env.clone();
+    for name in &server.env_passthrough {
+        if let Ok(value) = std::env::var(name) {
+            env.push((name.clone(), value));
+        }
+    }
+    env
 }
 
 /// The instance id for (server, user): stable, so the data dir persists.
@@ -206,6 +248,7 @@ impl Instances {
                     },
                     idle_timeout: server.idle_timeout,
                     live: tokio::sync::Mutex::new(None),
+                    started: tokio::sync::watch::channel(0).0,
                 })
             })
             .clone();
@@ -225,6 +268,8 @@ impl Instances {
                 return Ok(current.clone());
             }
             tracing::warn!(instance = %id, "instance died; starting it again");
+            // Unreachable is dead: make sure its process is gone too.
+            current.running.stop().await;
             self.forget(&id, &slot, "crashed").await;
             *live = None;
         }
@@ -241,7 +286,7 @@ impl Instances {
                 .as_ref()
                 .map(|u| (u.user_id.clone(), u.user_name.clone())),
             command: server.command.clone(),
-            env: server.env.clone(),
+            env: instance_env(server),
             data_dir: self.config.instance_dir(&id),
             network: server.network,
             shared: server.tenancy == Tenancy::Shared,
@@ -267,14 +312,38 @@ impl Instances {
         let client = upstream_client(running.address());
         let fresh = Arc::new(Live {
             id: id.clone(),
+            generation: GENERATION.fetch_add(1, Ordering::SeqCst),
             running,
+            unreachable: AtomicBool::new(false),
             client,
             inflight: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
         });
         self.record(&fresh, &slot, "running").await;
         *live = Some(fresh.clone());
+        slot.started.send_replace(fresh.generation);
         Ok(fresh)
+    }
+
+    /// The running instance for (server, user), if there is one; never
+    /// starts one (a client's GET stream alone must not wake an instance).
+    pub async fn running(
+        &self,
+        server: &ServerConfig,
+        user: Option<&Principal>,
+    ) -> Option<Arc<Live>> {
+        let (_, slot) = self.slot(server, user);
+        let live = slot.live.lock().await;
+        live.as_ref().filter(|l| l.is_alive()).cloned()
+    }
+
+    /// Changes each time (server, user) gets a new instance.
+    pub fn starts(
+        &self,
+        server: &ServerConfig,
+        user: Option<&Principal>,
+    ) -> tokio::sync::watch::Receiver<u64> {
+        self.slot(server, user).1.started.subscribe()
     }
 
     async fn record(&self, live: &Live, slot: &Slot, state: &str) {
@@ -331,6 +400,7 @@ impl Instances {
             };
             if !current.is_alive() {
                 tracing::warn!(instance = %id, "instance exited");
+                current.running.stop().await;
                 self.forget(&id, &slot, "crashed").await;
                 *live = None;
                 continue;

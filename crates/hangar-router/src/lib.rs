@@ -13,6 +13,8 @@ pub use hangar_auth::resource as auth;
 pub mod config;
 pub mod instances;
 pub mod metrics;
+pub mod proxy;
+pub mod sessions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hangar_identity::Signer;
+pub use hangar_machines::SandboxMode;
 use hangar_machines::{ProcessBackend, ProcessBackendConfig, Sandbox};
 use hangar_store::Store;
 
@@ -35,27 +38,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
 /// A router ready to serve: the axum app plus what shutdown needs.
 pub struct Router {
     pub app: axum::Router,
     pub instances: Arc<instances::Instances>,
     pub store: Arc<Store>,
     pub sandboxed: bool,
+    pub sandbox_mode: SandboxMode,
+    /// Why instances are not sandboxed, when they are not.
+    pub sandbox_problem: Option<String>,
 }
 
 /// Builds the router for `config` with the process backend.
 pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> {
     let config = Arc::new(config);
     // Keys and instance dirs live here even when the store is Postgres.
-    create_private_dir(&config.data_dir)
+    hangar_common::fs::create_private_dir(&config.data_dir)
         .with_context(|| format!("creating the data dir {}", config.data_dir.display()))?;
     let store = Arc::new(open_store(&config).await?);
     let signer =
@@ -64,6 +62,8 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
         std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     let sandbox = Sandbox::detect(config.sandbox, vec![data_dir]);
     let sandboxed = sandbox.active();
+    let sandbox_mode = sandbox.mode();
+    let sandbox_problem = sandbox.problem().map(str::to_owned);
     let backend = Arc::new(ProcessBackend::new(
         ProcessBackendConfig {
             hangar: hangar_exe.to_path_buf(),
@@ -98,5 +98,7 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
         instances,
         store,
         sandboxed,
+        sandbox_mode,
+        sandbox_problem,
     })
 }

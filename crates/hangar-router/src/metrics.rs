@@ -4,6 +4,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// The `server` label of requests for a server that is not in the catalog.
+pub const UNKNOWN_SERVER: &str = "(unknown)";
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,

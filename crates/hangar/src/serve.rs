@@ -58,10 +58,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     eprintln!(
         "  data in {}; instances {}",
         data_dir.display(),
-        if router.sandboxed {
-            "sandboxed (bubblewrap)"
-        } else {
-            "NOT sandboxed"
+        match (router.sandboxed, router.sandbox_mode) {
+            (true, _) => "sandboxed (bubblewrap)".to_owned(),
+            (false, hangar_router::SandboxMode::Required) => format!(
+                "NOT sandboxed, so none can start: they must run sandboxed and {}.\n  Install bubblewrap (e.g. `sudo apt-get install bubblewrap`) and restart, or set sandbox = \"off\" in a config file to run servers unsandboxed",
+                router.sandbox_problem.as_deref().unwrap_or("the sandbox is unavailable")
+            ),
+            (false, _) => "NOT sandboxed".to_owned(),
         }
     );
     if users == 0 {
@@ -76,18 +79,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router
-                .app
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let server = tokio::spawn(mcp_transport::listen::serve(
+        listener,
+        router.app,
+        mcp_transport::listen::ListenLimits::default(),
+        async move {
             let _ = stop_rx.changed().await;
-        })
-        .await
-    });
+        },
+    ));
     crate::wrap::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

@@ -9,6 +9,7 @@ pub mod client;
 pub mod era;
 pub mod guard;
 pub mod lines;
+pub mod listen;
 pub mod message;
 pub mod server;
 pub mod service;

@@ -307,12 +307,29 @@ impl Message {
 
     /// A copy with `params._meta[key] = raw` (raw JSON), replacing any value
     /// the sender put there; `params` and `_meta` are created if missing.
-    /// Only the inserted bytes change.
+    /// Afterwards every JSON parser, whether the first or the last duplicate
+    /// wins, reads exactly `raw` under `key`: a sender cannot smuggle in a
+    /// value of its own (a second `_meta`, a second `key`, a `_meta` that is
+    /// `null`, a string or an array). In the common case only the inserted
+    /// bytes change; when the sender's `params` are ambiguous they are
+    /// rewritten, keeping every other entry's text.
     pub fn with_meta_entry(&self, key: &str, raw: &str) -> Message {
         let key_json = Value::String(key.to_owned()).to_string();
-        if let Some(span) = self.params_span(&["_meta", key]) {
-            return self.with_replaced(span, raw);
-        }
+        let Some(params) = self.params.clone() else {
+            let end = self.text.trim_end().len() - 1; // the closing brace
+            return self.with_replaced(
+                end..end,
+                &format!(r#","params":{{"_meta":{{{key_json}:{raw}}}}}"#),
+            );
+        };
+        let Some(entries) = object_entries(&self.text[params.clone()]) else {
+            return self.clone(); // positional params: nowhere to put _meta
+        };
+        let metas: Vec<&RawValue> = entries
+            .iter()
+            .filter(|(k, _)| k == "_meta")
+            .map(|(_, v)| *v)
+            .collect();
         let insert_after_brace = |span: Range<usize>, entry: String| {
             let body = &self.text[span.clone()];
             let empty = body[1..body.len() - 1].trim().is_empty();
@@ -320,25 +337,45 @@ impl Message {
             let entry = if empty { entry } else { format!("{entry},") };
             self.with_replaced(at..at, &entry)
         };
-        if let Some(meta) = self
-            .params_span(&["_meta"])
-            .filter(|s| self.text[s.clone()].starts_with('{'))
-        {
-            return insert_after_brace(meta, format!("{key_json}:{raw}"));
-        }
-        match self.params.clone() {
-            Some(params) if self.text[params.clone()].starts_with('{') => {
-                insert_after_brace(params, format!(r#""_meta":{{{key_json}:{raw}}}"#))
+        let span_of = |v: &RawValue| {
+            let start = v.get().as_ptr() as usize - self.text.as_ptr() as usize;
+            start..start + v.get().len()
+        };
+        match metas.as_slice() {
+            [] => {
+                return insert_after_brace(params, format!(r#""_meta":{{{key_json}:{raw}}}"#));
             }
-            Some(_) => self.clone(), // positional params: nowhere to put _meta
-            None => {
-                let end = self.text.trim_end().len() - 1; // the closing brace
-                self.with_replaced(
-                    end..end,
-                    &format!(r#","params":{{"_meta":{{{key_json}:{raw}}}}}"#),
-                )
+            [meta] => {
+                if let Some(meta_entries) = object_entries(meta.get()) {
+                    let existing: Vec<&RawValue> = meta_entries
+                        .iter()
+                        .filter(|(k, _)| k == key)
+                        .map(|(_, v)| *v)
+                        .collect();
+                    match existing.as_slice() {
+                        [] => {
+                            return insert_after_brace(span_of(meta), format!("{key_json}:{raw}"))
+                        }
+                        [one] => return self.with_replaced(span_of(one), raw),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Ambiguous: one `_meta` object (the sender's last one, if it is an
+        // object, minus every `key`), then the other entries as they were.
+        let mut meta_body: Vec<String> = vec![format!("{key_json}:{raw}")];
+        if let Some(meta_entries) = metas.last().and_then(|m| object_entries(m.get())) {
+            for (k, v) in meta_entries.iter().filter(|(k, _)| k != key) {
+                meta_body.push(format!("{}:{}", Value::String(k.to_string()), v.get()));
             }
         }
+        let mut body: Vec<String> = vec![format!(r#""_meta":{{{}}}"#, meta_body.join(","))];
+        for (k, v) in entries.iter().filter(|(k, _)| k != "_meta") {
+            body.push(format!("{}:{}", Value::String(k.to_string()), v.get()));
+        }
+        self.with_replaced(params, &format!("{{{}}}", body.join(",")))
     }
 
     /// `params._meta.progressToken` as raw JSON, if the request asked for progress.
@@ -360,6 +397,30 @@ impl Message {
         let p: Params<'_> = serde_json::from_str(params).ok()?;
         p.meta?.get(key).map(|v| v.get().to_owned())
     }
+}
+
+/// The entries of a JSON object in order, duplicates included (`None` if
+/// `raw` is not an object). Values borrow from `raw`.
+fn object_entries(raw: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    serde::Deserializer::deserialize_map(&mut de, Entries).ok()
 }
 
 impl std::fmt::Debug for Message {
@@ -491,6 +552,46 @@ mod tests {
             assert_eq!(m.as_str(), expected);
             assert_eq!(m.meta_field("k").as_deref(), Some("1"));
         }
+    }
+
+    /// A sender cannot keep its own value under the key, whatever the shape
+    /// of its `_meta` (issue 9: a `null`, string or array `_meta`, or a
+    /// second `_meta`, left a shared server with the client's identity or
+    /// none), for first-wins and last-wins parsers alike.
+    #[test]
+    fn meta_entry_cannot_be_smuggled_past_the_rewrite() {
+        let cases = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":null,"a":2}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":[1,2]}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"x":0},"_meta":{"k":"evil"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":"evil","k":"evil2"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_\u006deta":{"k":"evil"},"_meta":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"\u006b":"evil"}}}"#,
+        ];
+        for input in cases {
+            let m = Message::parse(input)
+                .unwrap()
+                .with_meta_entry("k", r#"{"u":1}"#);
+            let text = m.as_str();
+            // Every `_meta` and every `k` in the result: exactly one each.
+            let params = object_entries(m.params_raw().unwrap()).unwrap();
+            let metas: Vec<_> = params.iter().filter(|(k, _)| k == "_meta").collect();
+            assert_eq!(metas.len(), 1, "{input} became {text}");
+            let ks: Vec<_> = object_entries(metas[0].1.get())
+                .unwrap()
+                .into_iter()
+                .filter(|(k, _)| k == "k")
+                .map(|(_, v)| v.get().to_owned())
+                .collect();
+            assert_eq!(ks, vec![r#"{"u":1}"#.to_owned()], "{input} became {text}");
+            assert!(Message::parse(text).is_ok(), "{text}");
+        }
+        // The other entries keep their text.
+        let m = Message::parse(cases[0]).unwrap().with_meta_entry("k", "1");
+        assert_eq!(m.params_raw(), Some(r#"{"_meta":{"k":1},"a":2}"#));
+        let m = Message::parse(cases[3]).unwrap().with_meta_entry("k", "1");
+        assert_eq!(m.params_raw(), Some(r#"{"_meta":{"k":1}}"#));
     }
 
     #[test]

@@ -231,6 +231,8 @@ pub struct Serve {
     child: Option<Child>,
     /// When set, the router logs at debug level to this file.
     pub log: Option<PathBuf>,
+    /// Extra variables in the router's environment.
+    pub env: Vec<(String, String)>,
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub data_dir: PathBuf,
@@ -246,6 +248,11 @@ pub fn start_serve(config_tail: &str) -> Serve {
 
 /// [`start_serve`] on a given port (when the config must know it).
 pub fn start_serve_on(port: u16, config_tail: &str) -> Serve {
+    start_serve_with_env(port, config_tail, &[])
+}
+
+/// [`start_serve_on`] with extra variables in the router's environment.
+pub fn start_serve_with_env(port: u16, config_tail: &str, env: &[(&str, &str)]) -> Serve {
     let dir = TempDir::new("serve");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let data_dir = dir.path().join("data");
@@ -261,6 +268,10 @@ pub fn start_serve_on(port: u16, config_tail: &str) -> Serve {
     let mut serve = Serve {
         child: None,
         log: None,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         addr,
         config,
         data_dir,
@@ -288,6 +299,7 @@ impl Serve {
             .arg("--config")
             .arg(&self.config)
             .env("HANGAR_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
