@@ -242,7 +242,7 @@ impl Config {
                     )))
                 }
             };
-            for (key, _) in &s.env {
+            for key in s.env.keys() {
                 if !valid_env_name(key) {
                     return Err(invalid(format!(
                         "servers.{name}.env: {key:?} is not a valid variable name"
