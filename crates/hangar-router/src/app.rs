@@ -279,13 +279,15 @@ fn challenge(status: StatusCode, why: &str, challenge: &str) -> Response {
 
 /// The part of a request the router reads: enough to answer errors with the
 /// right id and to audit tool calls.
-struct Peek {
-    id: Option<String>,
-    method: Option<String>,
-    tool: Option<String>,
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub struct Peek {
+    pub id: Option<String>,
+    pub method: Option<String>,
+    pub tool: Option<String>,
 }
 
-fn peek(body: &[u8]) -> Peek {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn peek(body: &[u8]) -> Peek {
     let message = std::str::from_utf8(body)
         .ok()
         .and_then(|t| Message::parse(t).ok());

@@ -910,7 +910,8 @@ async fn race(
 
 /// Checks a modern request's headers against its body (2026-07-28 request
 /// metadata) and returns the version it declares.
-fn validate_modern(
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn validate_modern(
     headers: &HeaderMap,
     message: &Message,
     header_version: Option<&str>,
