@@ -19,7 +19,8 @@ use mcp_transport::{codes, Kind, Message};
 const MEMBERS: [&str; 6] = ["jsonrpc", "id", "method", "params", "result", "error"];
 
 /// The kind a peer gives a JSON value, or `None` when it is no valid
-/// JSON-RPC 2.0 message (the spec's rules; a null id counts as none).
+/// JSON-RPC 2.0 message (the spec's rules; a null id counts as none, the
+/// method must be a string of valid Unicode, which Hangar has to decode).
 fn model_kind(j: &J) -> Option<Kind> {
     if !j.is_object() || MEMBERS.iter().any(|k| j.count(k) > 1) {
         return None;
@@ -32,7 +33,12 @@ fn model_kind(j: &J) -> Option<Kind> {
         Some(J::Str(_) | J::Num(_)) => true,
         Some(_) => return None,
     };
-    let answer = (j.get("result").is_some(), j.get("error").is_some());
+    // `"error": null` is no error (JSON-RPC 1.0 peers write it next to
+    // their result); `"result": null` is a result.
+    let answer = (
+        j.get("result").is_some(),
+        j.get("error").is_some_and(|e| *e != J::Null),
+    );
     match (j.get("method"), answer) {
         // A method name Hangar must decode, so it must be valid Unicode.
         (Some(m), (false, false)) if m.as_string().is_some() => Some(if id {

@@ -74,20 +74,112 @@ pub struct Message {
     params: Option<Range<usize>>,
 }
 
-#[derive(Deserialize)]
+/// The members of a JSON-RPC message, found with the same key rules as
+/// [`member`]: an unknown member is skipped whatever its name (a lone
+/// surrogate in it included), a repeated envelope member is an error.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow)]
-    jsonrpc: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    jsonrpc: Option<Text<'a>>,
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    method: Option<Text<'a>>,
     params: Option<&'a RawValue>,
-    #[serde(borrow)]
     result: Option<&'a RawValue>,
-    #[serde(borrow)]
     error: Option<&'a RawValue>,
+    /// An unknown member's name has a control character: keys are read
+    /// without string validation, so whether it was raw (not JSON) or
+    /// escaped (fine) is checked afterwards, on this rare path only.
+    control_in_key: bool,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                fn once<T, E: Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+                    match slot.replace(value) {
+                        None => Ok(()),
+                        Some(_) => Err(E::custom("a repeated member")),
+                    }
+                }
+                let mut env = Envelope::default();
+                while let Some(KeyBytes(key)) = map.next_key()? {
+                    match &*key {
+                        b"jsonrpc" => once(&mut env.jsonrpc, map.next_value()?)?,
+                        b"id" => once(&mut env.id, map.next_value()?)?,
+                        b"method" => once(&mut env.method, map.next_value()?)?,
+                        b"params" => once(&mut env.params, map.next_value()?)?,
+                        b"result" => once(&mut env.result, map.next_value()?)?,
+                        b"error" => once(&mut env.error, map.next_value()?)?,
+                        other => {
+                            env.control_in_key |= other.iter().any(|&b| b < 0x20);
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An object key as bytes: serde_json hands keys over unescaped but,
+/// unlike a `str`, without refusing lone surrogates (they become WTF-8,
+/// which never equals a valid key).
+struct KeyBytes<'de>(Cow<'de, [u8]>);
+
+impl<'de> Deserialize<'de> for KeyBytes<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = KeyBytes<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Byte range of `inner` inside `outer`; `inner` must borrow from `outer`.
@@ -116,35 +208,6 @@ struct Member<'a> {
 /// Looks `key` up in `object` (raw JSON); `None` when it is not an object.
 fn member<'a>(object: &'a str, key: &str) -> Option<Member<'a>> {
     use serde::de::{DeserializeSeed, MapAccess, Visitor};
-
-    /// An object key as bytes: serde_json hands keys over unescaped but,
-    /// unlike a `str`, without refusing lone surrogates (they become WTF-8,
-    /// which never equals a valid key).
-    struct KeyBytes<'de>(Cow<'de, [u8]>);
-    impl<'de> Deserialize<'de> for KeyBytes<'de> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = KeyBytes<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an object key")
-                }
-                fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
-                    Ok(KeyBytes(Cow::Borrowed(v)))
-                }
-                fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
-                    Ok(KeyBytes(Cow::Owned(v.to_vec())))
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                    Ok(KeyBytes(Cow::Borrowed(v.as_bytes())))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                    Ok(KeyBytes(Cow::Owned(v.as_bytes().to_vec())))
-                }
-            }
-            d.deserialize_bytes(V)
-        }
-    }
 
     struct Find<'k>(&'k str);
     impl<'de> Visitor<'de> for Find<'_> {
@@ -193,11 +256,15 @@ impl Message {
         }
         let env: Envelope<'_> =
             serde_json::from_str(&text).map_err(|e| classify_serde_error(&text, e))?;
-        if env.jsonrpc.as_deref() != Some("2.0") {
+        if env.control_in_key {
+            serde_json::from_str::<&RawValue>(&text)
+                .map_err(|e| ParseError::Json(e.to_string()))?;
+        }
+        if env.jsonrpc.as_ref().map(|v| v.0.as_ref()) != Some("2.0") {
             return Err(ParseError::Invalid("\"jsonrpc\" must be \"2.0\""));
         }
-        let id = match env.id {
-            Some(raw) if raw.get() == "null" => None,
+        let is_null = |raw: &&RawValue| raw.get() == "null";
+        let id = match env.id.filter(|raw| !is_null(raw)) {
             Some(raw) => {
                 let first = raw.get().as_bytes()[0];
                 if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
@@ -207,22 +274,27 @@ impl Message {
             }
             None => None,
         };
-        let kind = match (
-            &env.method,
-            &id,
-            env.result.is_some() || env.error.is_some(),
-        ) {
-            (Some(_), Some(_), false) => Kind::Request,
-            (Some(_), None, false) => Kind::Notification,
-            (None, _, true) if env.result.is_some() != env.error.is_some() => Kind::Response,
+        // `"result": null` is a result; `"error": null` is no error (as
+        // JSON-RPC 1.0 peers write it next to their result).
+        let answer = (
+            env.result.is_some(),
+            env.error.filter(|e| !is_null(e)).is_some(),
+        );
+        let kind = match (&env.method, &id, answer) {
+            (Some(_), Some(_), (false, false)) => Kind::Request,
+            (Some(_), None, (false, false)) => Kind::Notification,
+            (None, _, (true, false) | (false, true)) => Kind::Response,
             _ => {
                 return Err(ParseError::Invalid(
                     "not a request, notification or response",
                 ))
             }
         };
-        let method = env.method.map(|m| Arc::from(m.as_ref()));
-        let params = env.params.map(|p| span_of(&text, p.get()));
+        let method = env.method.map(|m| Arc::from(m.0.as_ref()));
+        let params = env
+            .params
+            .filter(|p| !is_null(p))
+            .map(|p| span_of(&text, p.get()));
         Ok(Message {
             text,
             kind,
@@ -494,13 +566,12 @@ impl std::fmt::Debug for Message {
 }
 
 fn classify_serde_error(text: &str, e: serde_json::Error) -> ParseError {
-    use serde_json::error::Category;
-    match e.classify() {
-        // Syntactically valid JSON of the wrong shape is an invalid request.
-        Category::Data if serde_json::from_str::<&RawValue>(text).is_ok() => {
-            ParseError::Invalid("the body is JSON but not a JSON-RPC object")
-        }
-        _ => ParseError::Json(e.to_string()),
+    // JSON of the wrong shape (or with a string Hangar must read that is not
+    // valid Unicode) is an invalid request; only what is not JSON is -32700.
+    if serde_json::from_str::<&RawValue>(text).is_ok() {
+        ParseError::Invalid("the body is JSON but not a JSON-RPC message")
+    } else {
+        ParseError::Json(e.to_string())
     }
 }
 
@@ -655,6 +726,49 @@ mod tests {
             Message::parse(" \r\n[1]").unwrap_err().code(),
             codes::INVALID_REQUEST
         );
+    }
+
+    // Found by fuzz/message: JSON whose member names Hangar could not
+    // decode (a lone surrogate) was answered -32700, "not JSON". Such a
+    // name is an unknown member like any other; `"result": null` is a
+    // result (a peer would take it for one).
+    #[test]
+    fn envelopes_are_read_as_peers_read_them() {
+        let odd_name = r#"{"jsonrpc":"2.0","id":null,"\ud800error":{"code":-32700,"message":"x"}}"#;
+        assert_eq!(
+            Message::parse(odd_name).unwrap_err().code(),
+            codes::INVALID_REQUEST
+        );
+        let unknown = Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping","\ud800":1}"#);
+        assert_eq!(unknown.unwrap().kind(), Kind::Request);
+        let escaped_control = r#"{"jsonrpc":"2.0","id":1,"method":"ping","a\u0000":1}"#;
+        assert_eq!(
+            Message::parse(escaped_control).unwrap().kind(),
+            Kind::Request
+        );
+        let raw_control = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"a\u{0}\":1}";
+        assert_eq!(
+            Message::parse(raw_control).unwrap_err().code(),
+            codes::PARSE_ERROR
+        );
+        let null_result = Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap();
+        assert_eq!(null_result.kind(), Kind::Response);
+        assert!(!null_result.is_error());
+        let v1_style =
+            Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":{},"error":null}"#).unwrap();
+        assert_eq!(v1_style.kind(), Kind::Response);
+        for invalid in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"\ud800"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":null}"#,
+        ] {
+            assert_eq!(
+                Message::parse(invalid).unwrap_err().code(),
+                codes::INVALID_REQUEST,
+                "{invalid}"
+            );
+        }
     }
 
     // Found by fuzz/meta_rewrite: with `"params": null` the entry was not
