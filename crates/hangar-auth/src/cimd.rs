@@ -235,7 +235,8 @@ fn refused(why: &str) -> CimdError {
 }
 
 /// The draft's rules on the URL itself, checked before any network use.
-fn validate_client_id(client_id: &str, policy: &NetPolicy) -> Result<(), CimdError> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn validate_client_id(client_id: &str, policy: &NetPolicy) -> Result<(), CimdError> {
     if client_id.len() > MAX_CLIENT_ID_LEN {
         return Err(refused("too long"));
     }
@@ -286,7 +287,8 @@ fn invalid(url: &str, why: &str) -> CimdError {
     CimdError::Invalid(format!("client metadata document {url} {why}"))
 }
 
-fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, CimdError> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, CimdError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| invalid(url, "is not JSON"))?;
     let object = value
@@ -334,7 +336,8 @@ fn check_document(url: &str, doc: &ClientMetadataDocument) -> Result<(), CimdErr
 }
 
 /// How long to keep a document: `max-age` clamped, `None` for no-store.
-fn cache_ttl(headers: &http::HeaderMap) -> Option<Duration> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn cache_ttl(headers: &http::HeaderMap) -> Option<Duration> {
     let mut ttl = DEFAULT_TTL;
     for value in headers.get_all(http::header::CACHE_CONTROL) {
         let Ok(value) = value.to_str() else { continue };

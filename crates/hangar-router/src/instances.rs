@@ -447,3 +447,54 @@ impl Instances {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that looks alive (not reaped yet) but whose socket is gone.
+    struct Dying(Address);
+
+    #[async_trait::async_trait]
+    impl Running for Dying {
+        fn address(&self) -> &Address {
+            &self.0
+        }
+        fn pid(&self) -> Option<u32> {
+            None
+        }
+        fn is_alive(&self) -> bool {
+            true
+        }
+        async fn stop(&self) {}
+    }
+
+    /// Issue 9: a request right after an instance died went to the dead
+    /// instance. A refused connection now says "undelivered" (the proxy
+    /// sends it again) and makes the instance dead at once, whatever its
+    /// process looks like, so `Instances::get` starts a new one.
+    #[tokio::test]
+    async fn an_instance_whose_socket_refuses_is_dead_at_once() {
+        let socket = std::env::temp_dir().join(format!(
+            "hangar-router-test-{}.sock",
+            hangar_common::random::hex(8)
+        ));
+        let address = Address::Unix(socket);
+        let live = Live {
+            id: "i".into(),
+            generation: 1,
+            client: upstream_client(&address),
+            running: Box::new(Dying(address)),
+            unreachable: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            last_used: Mutex::new(Instant::now()),
+        };
+        assert!(live.is_alive());
+        let req = http::Request::post("http://instance/mcp")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let err = live.send(req).await.expect_err("nothing listens there");
+        assert!(err.undelivered, "{}", err.detail);
+        assert!(!live.is_alive());
+    }
+}

@@ -271,15 +271,27 @@ async fn a_client_cannot_forge_or_strip_the_identity_in_either_tenancy() {
         let session = initialize(&url, Some(&alice)).await;
         let forged = json!({"dev.hangar/identity": {"user": "bobs-id", "user_name": "bob",
                              "server": "everything", "instance": "everything-bob"}});
-        for meta in [
-            Some(forged),
-            Some(Value::Null),
-            Some(json!("a string")),
-            Some(json!([1, 2])),
-            None,
-        ] {
+        for meta in [Some(forged), Some(Value::Null), None] {
             let who = whoami_with(&url, &alice, &session, meta.clone()).await;
             assert_eq!(who["user"], "alice", "{tenancy} with _meta {meta:?}: {who}");
+        }
+        // A `_meta` that is no object cannot carry the identity: the request
+        // is refused (never run with none, or with the client's).
+        for meta in [json!("a string"), json!([1, 2])] {
+            let reply = post(
+                &url,
+                Some(&alice),
+                Some(&session),
+                &json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                        "params": {"name": "whoami", "arguments": {}, "_meta": meta}}),
+            )
+            .await;
+            let v = reply.json();
+            assert_eq!(v["id"], 10, "{tenancy}: {v}");
+            assert_eq!(
+                v["error"]["code"], -32602,
+                "{tenancy} with _meta {meta}: {v}"
+            );
         }
     }
 }
@@ -364,6 +376,10 @@ fn instance_pid(serve: &Serve) -> u32 {
         .expect("alice's instance runs")
 }
 
+/// Issue 9: "the new connection's `initialize`, sent after the pending
+/// call had already failed, got 502 … instead of a new instance". A call is
+/// in flight when the instance is killed; it fails; the very next requests
+/// (a new session, and a call on the old one) must reach a new instance.
 #[tokio::test]
 async fn a_request_right_after_kill_9_gets_a_new_instance() {
     let serve = start_serve(&common::everything_server(
@@ -376,12 +392,35 @@ async fn a_request_right_after_kill_9_gets_a_new_instance() {
     for round in 0..5 {
         let session = initialize(&url, Some(&alice)).await;
         let pid = instance_pid(&serve);
+        let pending = {
+            let (url, alice, session) = (url.clone(), alice.clone(), session.clone());
+            tokio::spawn(async move {
+                call_tool(&url, Some(&alice), &session, "sleep", json!({"ms": 5000})).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        // No pause: the very next request.
+        let failed = tokio::time::timeout(Duration::from_secs(4), pending)
+            .await
+            .expect("the pending call settles promptly")
+            .unwrap();
+        assert!(
+            failed.status != StatusCode::OK || failed.body.contains("\"error\""),
+            "round {round}: the call in flight fails: {}",
+            failed.body
+        );
+        // No pause: the very next requests.
+        let fresh = post(&url, Some(&alice), None, &common::mcp::initialize_body(1)).await;
+        assert_eq!(
+            fresh.status,
+            StatusCode::OK,
+            "round {round}: {}",
+            fresh.body
+        );
         let echo = call_tool(
             &url,
             Some(&alice),

@@ -365,14 +365,15 @@ fn same_id(a: &str, b: &str) -> bool {
 
 /// What an SSE stream has told us so far: where to resume and how long to wait.
 #[derive(Debug, Default, Clone)]
-struct Cursor {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub struct Cursor {
     last_id: Option<HeaderValue>,
     retry: Option<Duration>,
 }
 
 impl Cursor {
     /// Records an event's id and retry; returns its message, if it carries one.
-    fn accept(&mut self, ev: Event) -> Result<Option<Message>, ClientError> {
+    pub fn accept(&mut self, ev: Event) -> Result<Option<Message>, ClientError> {
         if !ev.id.is_empty() {
             self.last_id = HeaderValue::from_str(&ev.id).ok();
         }
@@ -388,10 +389,12 @@ impl Cursor {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<Event, ClientError>> + Send>>;
+#[doc(hidden)]
+pub type Events = Pin<Box<dyn Stream<Item = Result<Event, ClientError>> + Send>>;
 
 /// The SSE events of a response body, with each event bounded to `limit` bytes.
-fn events(resp: reqwest::Response, limit: usize) -> Events {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn events(resp: reqwest::Response, limit: usize) -> Events {
     let pending = Arc::new(AtomicUsize::new(0));
     let counter = pending.clone();
     let bytes = resp.bytes_stream().map(move |chunk| {

@@ -74,20 +74,112 @@ pub struct Message {
     params: Option<Range<usize>>,
 }
 
-#[derive(Deserialize)]
+/// The members of a JSON-RPC message, found with the same key rules as
+/// [`member`]: an unknown member is skipped whatever its name (a lone
+/// surrogate in it included), a repeated envelope member is an error.
+#[derive(Default)]
 struct Envelope<'a> {
-    #[serde(borrow)]
-    jsonrpc: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    jsonrpc: Option<Text<'a>>,
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    method: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    method: Option<Text<'a>>,
     params: Option<&'a RawValue>,
-    #[serde(borrow)]
     result: Option<&'a RawValue>,
-    #[serde(borrow)]
     error: Option<&'a RawValue>,
+    /// An unknown member's name has a control character: keys are read
+    /// without string validation, so whether it was raw (not JSON) or
+    /// escaped (fine) is checked afterwards, on this rare path only.
+    control_in_key: bool,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON-RPC message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                fn once<T, E: Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+                    match slot.replace(value) {
+                        None => Ok(()),
+                        Some(_) => Err(E::custom("a repeated member")),
+                    }
+                }
+                let mut env = Envelope::default();
+                while let Some(KeyBytes(key)) = map.next_key()? {
+                    match &*key {
+                        b"jsonrpc" => once(&mut env.jsonrpc, map.next_value()?)?,
+                        b"id" => once(&mut env.id, map.next_value()?)?,
+                        b"method" => once(&mut env.method, map.next_value()?)?,
+                        b"params" => once(&mut env.params, map.next_value()?)?,
+                        b"result" => once(&mut env.result, map.next_value()?)?,
+                        b"error" => once(&mut env.error, map.next_value()?)?,
+                        other => {
+                            env.control_in_key |= other.iter().any(|&b| b < 0x20);
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// An object key as bytes: serde_json hands keys over unescaped but,
+/// unlike a `str`, without refusing lone surrogates (they become WTF-8,
+/// which never equals a valid key).
+struct KeyBytes<'de>(Cow<'de, [u8]>);
+
+impl<'de> Deserialize<'de> for KeyBytes<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = KeyBytes<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(KeyBytes(Cow::Owned(v.as_bytes().to_vec())))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// A JSON string, borrowed from the text when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Byte range of `inner` inside `outer`; `inner` must borrow from `outer`.
@@ -96,22 +188,83 @@ fn span_of(outer: &str, inner: &str) -> Range<usize> {
     start..start + inner.len()
 }
 
+/// The whitespace JSON allows between tokens (RFC 8259 §2).
+const JSON_WHITESPACE: &[char] = &[' ', '\t', '\n', '\r'];
+
+/// A member of a JSON object, found the way the peers behind a proxy read
+/// it (JavaScript's `JSON.parse`, Python, Go, `serde_json::Value`): keys are
+/// compared after unescaping (`"\u005fmeta"` is `_meta`), the last of
+/// repeated keys wins, and nothing else in the object needs to be valid
+/// Unicode or shallow (a lone surrogate or deep nesting elsewhere must not
+/// hide a member a peer will see).
+struct Member<'a> {
+    /// The raw JSON of the last member with the key.
+    last: Option<&'a str>,
+    /// How many members have the key (more than one is ambiguous to peers
+    /// that keep the first).
+    count: usize,
+}
+
+/// Looks `key` up in `object` (raw JSON); `None` when it is not an object.
+fn member<'a>(object: &'a str, key: &str) -> Option<Member<'a>> {
+    use serde::de::{DeserializeSeed, MapAccess, Visitor};
+
+    struct Find<'k>(&'k str);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Member<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Member<'de>, A::Error> {
+            let mut found = Member {
+                last: None,
+                count: 0,
+            };
+            while let Some(k) = map.next_key::<KeyBytes<'de>>()? {
+                let value: &'de RawValue = map.next_value()?;
+                if *k.0 == *self.0.as_bytes() {
+                    found.last = Some(value.get());
+                    found.count += 1;
+                }
+            }
+            Ok(found)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Find<'_> {
+        type Value = Member<'de>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Member<'de>, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(object);
+    Find(key).deserialize(&mut de).ok()
+}
+
 impl Message {
     /// Parses one JSON-RPC message. Batches (arrays) are refused: they were
     /// removed from MCP in 2025-06-18.
     pub fn parse(text: impl Into<Arc<str>>) -> Result<Message, ParseError> {
         let text: Arc<str> = text.into();
-        let trimmed = text.trim_start();
-        if trimmed.starts_with('[') {
-            return Err(ParseError::Invalid("JSON-RPC batches are not supported"));
+        // JSON whitespace only: other Unicode spaces make the body not JSON
+        // (-32700), not a batch.
+        if text.trim_start_matches(JSON_WHITESPACE).starts_with('[') {
+            return Err(match serde_json::from_str::<&RawValue>(&text) {
+                Ok(_) => ParseError::Invalid("JSON-RPC batches are not supported"),
+                Err(e) => ParseError::Json(e.to_string()),
+            });
         }
         let env: Envelope<'_> =
             serde_json::from_str(&text).map_err(|e| classify_serde_error(&text, e))?;
-        if env.jsonrpc.as_deref() != Some("2.0") {
+        if env.control_in_key {
+            serde_json::from_str::<&RawValue>(&text)
+                .map_err(|e| ParseError::Json(e.to_string()))?;
+        }
+        if env.jsonrpc.as_ref().map(|v| v.0.as_ref()) != Some("2.0") {
             return Err(ParseError::Invalid("\"jsonrpc\" must be \"2.0\""));
         }
-        let id = match env.id {
-            Some(raw) if raw.get() == "null" => None,
+        let is_null = |raw: &&RawValue| raw.get() == "null";
+        let id = match env.id.filter(|raw| !is_null(raw)) {
             Some(raw) => {
                 let first = raw.get().as_bytes()[0];
                 if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
@@ -121,22 +274,27 @@ impl Message {
             }
             None => None,
         };
-        let kind = match (
-            &env.method,
-            &id,
-            env.result.is_some() || env.error.is_some(),
-        ) {
-            (Some(_), Some(_), false) => Kind::Request,
-            (Some(_), None, false) => Kind::Notification,
-            (None, _, true) if env.result.is_some() != env.error.is_some() => Kind::Response,
+        // `"result": null` is a result; `"error": null` is no error (as
+        // JSON-RPC 1.0 peers write it next to their result).
+        let answer = (
+            env.result.is_some(),
+            env.error.filter(|e| !is_null(e)).is_some(),
+        );
+        let kind = match (&env.method, &id, answer) {
+            (Some(_), Some(_), (false, false)) => Kind::Request,
+            (Some(_), None, (false, false)) => Kind::Notification,
+            (None, _, (true, false) | (false, true)) => Kind::Response,
             _ => {
                 return Err(ParseError::Invalid(
                     "not a request, notification or response",
                 ))
             }
         };
-        let method = env.method.map(|m| Arc::from(m.as_ref()));
-        let params = env.params.map(|p| span_of(&text, p.get()));
+        let method = env.method.map(|m| Arc::from(m.0.as_ref()));
+        let params = env
+            .params
+            .filter(|p| !is_null(p))
+            .map(|p| span_of(&text, p.get()));
         Ok(Message {
             text,
             kind,
@@ -279,103 +437,103 @@ impl Message {
     }
 
     /// Byte span (in [`Message::as_str`]) of the value at `path` inside
-    /// `params`, e.g. `["_meta", "progressToken"]`.
+    /// `params`, e.g. `["_meta", "progressToken"]`, read as the receiving
+    /// peer reads it (the last of repeated keys, escapes decoded).
     pub fn params_span(&self, path: &[&str]) -> Option<Range<usize>> {
-        let params = self.params_raw()?;
-        let mut current: &str = params;
+        let mut current: &str = self.params_raw()?;
         for key in path {
-            let object: std::collections::HashMap<Cow<'_, str>, &RawValue> =
-                serde_json::from_str(current).ok()?;
-            current = object.get(*key)?.get();
+            current = member(current, key)?.last?;
         }
         // Every level borrows from `params`, which borrows from the text.
-        let start = current.as_ptr() as usize - self.text.as_ptr() as usize;
-        Some(start..start + current.len())
+        Some(span_of(&self.text, current))
+    }
+
+    /// The raw JSON of `params[key]`, if `params` is an object that has it.
+    pub fn param_raw(&self, key: &str) -> Option<&str> {
+        member(self.params_raw()?, key)?.last
+    }
+
+    /// `params[key]` when it is a string (`params.name` of `tools/call`).
+    /// Only that member is decoded: the rest of `params` may be as deep or
+    /// as odd as the receiving peer accepts, it cannot hide the name (the
+    /// router's per-tool scopes depend on it).
+    pub fn param_str(&self, key: &str) -> Option<String> {
+        serde_json::from_str(self.param_raw(key)?).ok()
     }
 
     /// A copy with the bytes at `span` (from [`Message::params_span`])
     /// replaced by `raw` JSON; every other byte is kept.
     pub fn with_replaced(&self, span: Range<usize>, raw: &str) -> Message {
+        self.spliced(span, raw).unwrap_or_else(|_| self.clone())
+    }
+
+    /// The text with `span` replaced by `raw`, parsed again (re-deriving
+    /// the spans is simpler than shifting each one).
+    fn spliced(&self, span: Range<usize>, raw: &str) -> Result<Message, ParseError> {
         let mut text = String::with_capacity(self.text.len() + raw.len());
         text.push_str(&self.text[..span.start]);
         text.push_str(raw);
         text.push_str(&self.text[span.end..]);
-        // Re-deriving the spans is simpler than shifting each one and the
-        // result is valid JSON-RPC by construction.
-        Message::parse(text).unwrap_or_else(|_| self.clone())
+        Message::parse(text)
     }
 
-    /// A copy with `params._meta[key] = raw` (raw JSON), replacing any value
-    /// the sender put there; `params` and `_meta` are created if missing.
-    /// Afterwards every JSON parser, whether the first or the last duplicate
-    /// wins, reads exactly `raw` under `key`: a sender cannot smuggle in a
-    /// value of its own (a second `_meta`, a second `key`, a `_meta` that is
-    /// `null`, a string or an array). In the common case only the inserted
-    /// bytes change; when the sender's `params` are ambiguous they are
-    /// rewritten, keeping every other entry's text.
-    pub fn with_meta_entry(&self, key: &str, raw: &str) -> Message {
+    /// A copy with `params._meta[key] = raw` (`raw` is valid JSON), replacing
+    /// any value the sender put there; `params` and `_meta` are created when
+    /// missing or `null`. Only the bytes of that one entry change.
+    ///
+    /// `Err` (the request's params are invalid, -32602) when the entry
+    /// cannot be set so that every peer reads it: `params` or `_meta` is
+    /// not an object, or `_meta` or the key is repeated (peers disagree on
+    /// which one counts, so a client could hide its own value behind ours).
+    pub fn with_meta_entry(&self, key: &str, raw: &str) -> Result<Message, &'static str> {
+        const NOT_SET: &str = "params._meta could not be rewritten";
         let key_json = Value::String(key.to_owned()).to_string();
-        let Some(params) = self.params.clone() else {
-            let end = self.text.trim_end().len() - 1; // the closing brace
-            return self.with_replaced(
-                end..end,
-                &format!(r#","params":{{"_meta":{{{key_json}:{raw}}}}}"#),
-            );
-        };
-        let Some(entries) = object_entries(&self.text[params.clone()]) else {
-            return self.clone(); // positional params: nowhere to put _meta
-        };
-        let metas: Vec<&RawValue> = entries
-            .iter()
-            .filter(|(k, _)| k == "_meta")
-            .map(|(_, v)| *v)
-            .collect();
-        let insert_after_brace = |span: Range<usize>, entry: String| {
-            let body = &self.text[span.clone()];
-            let empty = body[1..body.len() - 1].trim().is_empty();
-            let at = span.start + 1;
-            let entry = if empty { entry } else { format!("{entry},") };
-            self.with_replaced(at..at, &entry)
-        };
-        let span_of = |v: &RawValue| {
-            let start = v.get().as_ptr() as usize - self.text.as_ptr() as usize;
-            start..start + v.get().len()
-        };
-        match metas.as_slice() {
-            [] => {
-                return insert_after_brace(params, format!(r#""_meta":{{{key_json}:{raw}}}"#));
+        fn unique(m: Member<'_>) -> Result<Option<&str>, &'static str> {
+            match m.count {
+                0 | 1 => Ok(m.last),
+                _ => Err("a repeated member in params or params._meta"),
             }
-            [meta] => {
-                if let Some(meta_entries) = object_entries(meta.get()) {
-                    let existing: Vec<&RawValue> = meta_entries
-                        .iter()
-                        .filter(|(k, _)| k == key)
-                        .map(|(_, v)| *v)
-                        .collect();
-                    match existing.as_slice() {
-                        [] => {
-                            return insert_after_brace(span_of(meta), format!("{key_json}:{raw}"))
-                        }
-                        [one] => return self.with_replaced(span_of(one), raw),
-                        _ => {}
+        }
+        let set = |span: Range<usize>, with: &str| self.spliced(span, with).map_err(|_| NOT_SET);
+        // `{…}` at `span` gets `entry` as its first member.
+        let prepend = |span: Range<usize>, entry: String| {
+            let body = &self.text[span.start + 1..span.end - 1];
+            let entry = if body.trim_matches(JSON_WHITESPACE).is_empty() {
+                entry
+            } else {
+                format!("{entry},")
+            };
+            set(span.start + 1..span.start + 1, &entry)
+        };
+        let params = match self.params.clone() {
+            Some(params) => params,
+            None => {
+                // No params, or `"params": null` (serde reads both as none).
+                let found = member(&self.text, "params").ok_or(NOT_SET)?;
+                let fresh = format!(r#"{{"_meta":{{{key_json}:{raw}}}}}"#);
+                return match unique(found)? {
+                    Some(null) => set(span_of(&self.text, null), &fresh),
+                    None => {
+                        let end = self.text.trim_end_matches(JSON_WHITESPACE).len() - 1;
+                        set(end..end, &format!(r#","params":{fresh}"#))
                     }
-                }
+                };
             }
-            _ => {}
+        };
+        let params_text = &self.text[params.clone()];
+        let meta = member(params_text, "_meta").ok_or("params is not an object")?;
+        let Some(meta_text) = unique(meta)? else {
+            return prepend(params, format!(r#""_meta":{{{key_json}:{raw}}}"#));
+        };
+        let meta_span = span_of(&self.text, meta_text);
+        if meta_text == "null" {
+            return set(meta_span, &format!("{{{key_json}:{raw}}}"));
         }
-        // Ambiguous: one `_meta` object (the sender's last one, if it is an
-        // object, minus every `key`), then the other entries as they were.
-        let mut meta_body: Vec<String> = vec![format!("{key_json}:{raw}")];
-        if let Some(meta_entries) = metas.last().and_then(|m| object_entries(m.get())) {
-            for (k, v) in meta_entries.iter().filter(|(k, _)| k != key) {
-                meta_body.push(format!("{}:{}", Value::String(k.to_string()), v.get()));
-            }
+        let entry = member(meta_text, key).ok_or("params._meta is not an object")?;
+        match unique(entry)? {
+            Some(old) => set(span_of(&self.text, old), raw),
+            None => prepend(meta_span, format!("{key_json}:{raw}")),
         }
-        let mut body: Vec<String> = vec![format!(r#""_meta":{{{}}}"#, meta_body.join(","))];
-        for (k, v) in entries.iter().filter(|(k, _)| k != "_meta") {
-            body.push(format!("{}:{}", Value::String(k.to_string()), v.get()));
-        }
-        self.with_replaced(params, &format!("{{{}}}", body.join(",")))
     }
 
     /// `params._meta.progressToken` as raw JSON, if the request asked for progress.
@@ -383,44 +541,18 @@ impl Message {
         self.meta_field("progressToken")
     }
 
-    /// A field of `params._meta`, as raw JSON.
+    /// A field of `params._meta`, as raw JSON, read as the receiving peer
+    /// reads it (see [`Message::params_span`]).
     pub fn meta_field(&self, key: &str) -> Option<String> {
         let params = self.params_raw()?;
-        if !params.contains("_meta") {
+        // Fast path: without `_meta` spelled out or an escape that could
+        // spell it, there is nothing to find.
+        if !params.contains("_meta") && !params.contains("\\u") {
             return None;
         }
-        #[derive(Deserialize)]
-        struct Params<'a> {
-            #[serde(borrow, rename = "_meta")]
-            meta: Option<std::collections::HashMap<Cow<'a, str>, &'a RawValue>>,
-        }
-        let p: Params<'_> = serde_json::from_str(params).ok()?;
-        p.meta?.get(key).map(|v| v.get().to_owned())
+        let meta = member(params, "_meta")?.last?;
+        member(meta, key)?.last.map(str::to_owned)
     }
-}
-
-/// The entries of a JSON object in order, duplicates included (`None` if
-/// `raw` is not an object). Values borrow from `raw`.
-fn object_entries(raw: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
-    struct Entries;
-    impl<'de> serde::de::Visitor<'de> for Entries {
-        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                out.push((k, v));
-            }
-            Ok(out)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(raw);
-    serde::Deserializer::deserialize_map(&mut de, Entries).ok()
 }
 
 impl std::fmt::Debug for Message {
@@ -434,13 +566,12 @@ impl std::fmt::Debug for Message {
 }
 
 fn classify_serde_error(text: &str, e: serde_json::Error) -> ParseError {
-    use serde_json::error::Category;
-    match e.classify() {
-        // Syntactically valid JSON of the wrong shape is an invalid request.
-        Category::Data if serde_json::from_str::<&RawValue>(text).is_ok() => {
-            ParseError::Invalid("the body is JSON but not a JSON-RPC object")
-        }
-        _ => ParseError::Json(e.to_string()),
+    // JSON of the wrong shape (or with a string Hangar must read that is not
+    // valid Unicode) is an invalid request; only what is not JSON is -32700.
+    if serde_json::from_str::<&RawValue>(text).is_ok() {
+        ParseError::Invalid("the body is JSON but not a JSON-RPC message")
+    } else {
+        ParseError::Json(e.to_string())
     }
 }
 
@@ -548,50 +679,13 @@ mod tests {
             ),
         ];
         for (input, expected) in cases {
-            let m = Message::parse(input).unwrap().with_meta_entry("k", "1");
+            let m = Message::parse(input)
+                .unwrap()
+                .with_meta_entry("k", "1")
+                .unwrap();
             assert_eq!(m.as_str(), expected);
             assert_eq!(m.meta_field("k").as_deref(), Some("1"));
         }
-    }
-
-    /// A sender cannot keep its own value under the key, whatever the shape
-    /// of its `_meta` (issue 9: a `null`, string or array `_meta`, or a
-    /// second `_meta`, left a shared server with the client's identity or
-    /// none), for first-wins and last-wins parsers alike.
-    #[test]
-    fn meta_entry_cannot_be_smuggled_past_the_rewrite() {
-        let cases = [
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":null,"a":2}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":"x"}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":[1,2]}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"x":0},"_meta":{"k":"evil"}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":"evil","k":"evil2"}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_\u006deta":{"k":"evil"},"_meta":{}}}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"\u006b":"evil"}}}"#,
-        ];
-        for input in cases {
-            let m = Message::parse(input)
-                .unwrap()
-                .with_meta_entry("k", r#"{"u":1}"#);
-            let text = m.as_str();
-            // Every `_meta` and every `k` in the result: exactly one each.
-            let params = object_entries(m.params_raw().unwrap()).unwrap();
-            let metas: Vec<_> = params.iter().filter(|(k, _)| k == "_meta").collect();
-            assert_eq!(metas.len(), 1, "{input} became {text}");
-            let ks: Vec<_> = object_entries(metas[0].1.get())
-                .unwrap()
-                .into_iter()
-                .filter(|(k, _)| k == "k")
-                .map(|(_, v)| v.get().to_owned())
-                .collect();
-            assert_eq!(ks, vec![r#"{"u":1}"#.to_owned()], "{input} became {text}");
-            assert!(Message::parse(text).is_ok(), "{text}");
-        }
-        // The other entries keep their text.
-        let m = Message::parse(cases[0]).unwrap().with_meta_entry("k", "1");
-        assert_eq!(m.params_raw(), Some(r#"{"_meta":{"k":1},"a":2}"#));
-        let m = Message::parse(cases[3]).unwrap().with_meta_entry("k", "1");
-        assert_eq!(m.params_raw(), Some(r#"{"_meta":{"k":1}}"#));
     }
 
     #[test]
@@ -612,5 +706,137 @@ mod tests {
         let ok = Message::result_response("3", &serde_json::json!({"a":1}));
         assert_eq!(ok.kind(), Kind::Response);
         assert_eq!(ok.id_raw(), Some("3"));
+    }
+
+    // Found by fuzz/message: a body that is not JSON at all was answered
+    // -32600 ("batches are not supported") when it began with `[`.
+    #[test]
+    fn a_broken_body_is_a_parse_error_even_when_it_looks_like_a_batch() {
+        let broken = r#"[{"jsonrpc":"2.0","id":1,"meth:"do"ping"}]"#;
+        assert_eq!(
+            Message::parse(broken).unwrap_err().code(),
+            codes::PARSE_ERROR
+        );
+        // Only JSON whitespace may come before a batch's `[`.
+        assert_eq!(
+            Message::parse("\u{85}[1]").unwrap_err().code(),
+            codes::PARSE_ERROR
+        );
+        assert_eq!(
+            Message::parse(" \r\n[1]").unwrap_err().code(),
+            codes::INVALID_REQUEST
+        );
+    }
+
+    // Found by fuzz/message: JSON whose member names Hangar could not
+    // decode (a lone surrogate) was answered -32700, "not JSON". Such a
+    // name is an unknown member like any other; `"result": null` is a
+    // result (a peer would take it for one).
+    #[test]
+    fn envelopes_are_read_as_peers_read_them() {
+        let odd_name = r#"{"jsonrpc":"2.0","id":null,"\ud800error":{"code":-32700,"message":"x"}}"#;
+        assert_eq!(
+            Message::parse(odd_name).unwrap_err().code(),
+            codes::INVALID_REQUEST
+        );
+        let unknown = Message::parse(r#"{"jsonrpc":"2.0","id":1,"method":"ping","\ud800":1}"#);
+        assert_eq!(unknown.unwrap().kind(), Kind::Request);
+        let escaped_control = r#"{"jsonrpc":"2.0","id":1,"method":"ping","a\u0000":1}"#;
+        assert_eq!(
+            Message::parse(escaped_control).unwrap().kind(),
+            Kind::Request
+        );
+        let raw_control = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"a\u{0}\":1}";
+        assert_eq!(
+            Message::parse(raw_control).unwrap_err().code(),
+            codes::PARSE_ERROR
+        );
+        let null_result = Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap();
+        assert_eq!(null_result.kind(), Kind::Response);
+        assert!(!null_result.is_error());
+        let v1_style =
+            Message::parse(r#"{"jsonrpc":"2.0","id":1,"result":{},"error":null}"#).unwrap();
+        assert_eq!(v1_style.kind(), Kind::Response);
+        for invalid in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":null}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"\ud800"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"error":null}"#,
+        ] {
+            assert_eq!(
+                Message::parse(invalid).unwrap_err().code(),
+                codes::INVALID_REQUEST,
+                "{invalid}"
+            );
+        }
+    }
+
+    // Found by fuzz/meta_rewrite: with `"params": null` the entry was not
+    // set at all (the spliced text had two `params` and was dropped).
+    #[test]
+    fn meta_entries_go_into_null_params_and_null_meta() {
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":null}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1}}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":null,"a":2}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1},"a":2}}"#,
+            ),
+        ];
+        for (input, expected) in cases {
+            let m = Message::parse(input).unwrap();
+            assert_eq!(m.with_meta_entry("k", "1").unwrap().as_str(), expected);
+        }
+    }
+
+    // Found by fuzz/meta_rewrite: a client could keep its own value of the
+    // entry (the identity the server injects) where peers would read it: a
+    // lone surrogate in a key made the lookup fail, so ours was added in
+    // front and theirs stayed last (what `JSON.parse` reads); a second
+    // `_meta` got our entry while peers read the first or the last.
+    #[test]
+    fn a_client_cannot_shadow_a_meta_entry() {
+        let spoofed = r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":"spoofed","\udead":0}}}"#;
+        let m = Message::parse(spoofed).unwrap();
+        assert_eq!(
+            m.with_meta_entry("k", "1").unwrap().as_str(),
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":1,"\udead":0}}}"#
+        );
+        for ambiguous in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":"spoofed"},"_meta":{}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{"k":"a","k":"b"}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":"k"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":[{"_meta":{"k":"spoofed"}}]}"#,
+        ] {
+            let m = Message::parse(ambiguous).unwrap();
+            assert!(m.with_meta_entry("k", "1").is_err(), "{ambiguous}");
+        }
+    }
+
+    // `_meta` is found as a peer finds it: an escaped key is the same key,
+    // and the last of repeated ones counts. (Before, a message whose
+    // `_meta` was spelled `"\u005fmeta"` or repeated was legacy to
+    // `era::detect` and modern to the server behind the proxy.)
+    #[test]
+    fn meta_fields_are_read_as_peers_read_them() {
+        let escaped = Message::parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"\u005fmeta":{"progressToken":7}}}"#,
+        )
+        .unwrap();
+        assert_eq!(escaped.progress_token().as_deref(), Some("7"));
+        let repeated = Message::parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"_meta":{},"_meta":{"progressToken":8}}}"#,
+        )
+        .unwrap();
+        assert_eq!(repeated.progress_token().as_deref(), Some("8"));
+        let odd_key = Message::parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"\ud800":1,"_meta":{"progressToken":9}}}"#,
+        )
+        .unwrap();
+        assert_eq!(odd_key.progress_token().as_deref(), Some("9"));
+        let span = odd_key.params_span(&["_meta", "progressToken"]).unwrap();
+        assert_eq!(&odd_key.as_str()[span], "9");
     }
 }

@@ -505,7 +505,18 @@ impl Inner {
             }
         };
         if let Some(identity) = identity.filter(|_| message.kind() != Kind::Response) {
-            message = message.with_meta_entry(IDENTITY_META, &identity);
+            message = match message.with_meta_entry(IDENTITY_META, &identity) {
+                Ok(m) => m,
+                Err(why) => {
+                    return rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        message.id_raw(),
+                        codes::INVALID_PARAMS,
+                        &format!("Invalid params: {why}"),
+                        None,
+                    )
+                }
+            };
         }
         let version = match self.version_header(headers) {
             Ok(v) => v,
@@ -910,7 +921,8 @@ async fn race(
 
 /// Checks a modern request's headers against its body (2026-07-28 request
 /// metadata) and returns the version it declares.
-fn validate_modern(
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn validate_modern(
     headers: &HeaderMap,
     message: &Message,
     header_version: Option<&str>,
@@ -1115,4 +1127,94 @@ fn cancelled_response(id: &str) -> Response {
         .as_str()
         .to_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{EventSender, UnsolicitedSender};
+    use crate::OpenError;
+    use async_trait::async_trait;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// Answers every request with the exact text it received, as a string.
+    struct Echo;
+
+    #[async_trait]
+    impl Session for Echo {
+        async fn request(&self, request: Message, _events: EventSender) -> Message {
+            let text = Value::String(request.as_str().to_owned());
+            Message::result_response(request.id_raw().unwrap_or("null"), &text)
+        }
+        async fn notify(&self, _: Message) {}
+        async fn respond(&self, _: Message) {}
+        async fn close(&self) {}
+    }
+
+    #[async_trait]
+    impl Service for Echo {
+        async fn open_session(
+            &self,
+            _: &RequestContext,
+            _: UnsolicitedSender,
+        ) -> Result<Arc<dyn Session>, OpenError> {
+            Ok(Arc::new(Echo))
+        }
+        async fn stateless(&self, _: &RequestContext) -> Result<Arc<dyn Session>, OpenError> {
+            Ok(Arc::new(Echo))
+        }
+    }
+
+    #[derive(Debug)]
+    struct Alice;
+
+    impl CallerCheck for Alice {
+        fn check(&self, _: &HeaderMap) -> Result<Option<String>, String> {
+            Ok(Some(r#"{"user":"alice"}"#.to_owned()))
+        }
+    }
+
+    /// POSTs a legacy `initialize` whose `params._meta` is `meta`.
+    async fn initialize(meta: &str) -> (StatusCode, Value) {
+        let mut config = ServerConfig::new(OriginPolicy::default());
+        config.caller_check = Some(Arc::new(Alice));
+        config.inject_identity = true;
+        let app = StreamableHttp::new(Arc::new(Echo), config).router("/mcp");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"t","version":"1"}},"_meta":{meta}}}}}"#
+        );
+        let req = Request::post("/mcp")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json, text/event-stream")
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    // Found by fuzz/meta_rewrite: with a lone surrogate in a `_meta` key,
+    // the server added its identity in front of the client's, and a
+    // `JSON.parse` server read the client's (the last one).
+    #[tokio::test]
+    async fn the_injected_identity_cannot_be_shadowed() {
+        let (status, answer) =
+            initialize(r#"{"dev.hangar/identity":{"user":"mallory"},"\udead":0}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        let received = answer["result"].as_str().unwrap();
+        assert!(
+            received.ends_with(r#""_meta":{"dev.hangar/identity":{"user":"alice"},"\udead":0}}}"#),
+            "{received}"
+        );
+        assert!(!received.contains("mallory"), "{received}");
+
+        // Where peers would disagree on which entry counts: refused.
+        let (status, answer) =
+            initialize(r#"{"dev.hangar/identity":{"user":"mallory"},"dev.hangar/identity":{}}"#)
+                .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(answer["error"]["code"], codes::INVALID_PARAMS);
+    }
 }

@@ -14,6 +14,9 @@ mod authorize;
 mod browser;
 mod token;
 
+#[doc(hidden)] // for the fuzz targets (fuzz/)
+pub use token::{basic_credentials, pkce_matches};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

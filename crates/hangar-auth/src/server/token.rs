@@ -77,7 +77,8 @@ fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, Re
 
 /// `client_id:client_secret` from HTTP Basic (RFC 6749 §2.3.1: each part
 /// form-urlencoded).
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -351,7 +352,8 @@ fn other_resource(form: &HashMap<String, String>, bound: &str) -> Option<Respons
 }
 
 /// RFC 7636 S256: BASE64URL(SHA256(verifier)) == challenge, in constant time.
-fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     let well_formed = (43..=128).contains(&verifier.len())
         && verifier
             .bytes()

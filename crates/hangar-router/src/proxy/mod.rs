@@ -145,18 +145,22 @@ impl Ctx<'_> {
 
 /// The part of a request the router reads: enough to answer errors with the
 /// right id, to keep sessions, and to audit tool calls.
-#[derive(Default)]
-struct Call {
-    id: Option<String>,
-    method: Option<String>,
-    tool: Option<String>,
+#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+#[derive(Default, Debug)]
+pub struct Call {
+    pub id: Option<String>,
+    pub method: Option<String>,
+    pub tool: Option<String>,
     /// `resources/subscribe` / `unsubscribe`: the URI.
-    resource: Option<String>,
-    kind: Option<Kind>,
+    pub resource: Option<String>,
+    pub kind: Option<Kind>,
 }
 
 impl Call {
-    fn peek(method: &Method, body: &[u8]) -> Call {
+    /// Reads the request as the instance will: only the members it needs
+    /// are decoded (`Message::param_str`), so nothing elsewhere in `params`
+    /// can hide a tool name from the per-tool scope check.
+    pub fn peek(method: &Method, body: &[u8]) -> Call {
         if method != Method::POST {
             return Call::default();
         }
@@ -166,10 +170,7 @@ impl Call {
         else {
             return Call::default();
         };
-        let param = |name: &str| {
-            m.params()
-                .and_then(|p| p.get(name).and_then(|n| n.as_str()).map(str::to_owned))
-        };
+        let param = |name: &str| m.param_str(name);
         let method = m.method().map(str::to_owned);
         let is_request = m.kind() == Kind::Request;
         Call {
