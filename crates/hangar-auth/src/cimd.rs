@@ -39,6 +39,10 @@ pub struct ClientMetadataDocument {
     pub scope: Option<String>,
     #[serde(default)]
     pub client_uri: Option<String>,
+    /// "web" (the default) or "native": a native app may use a private-use
+    /// redirect scheme.
+    #[serde(default)]
+    pub application_type: Option<String>,
 }
 
 fn default_auth_method() -> String {
@@ -287,7 +291,8 @@ fn invalid(url: &str, why: &str) -> CimdError {
     CimdError::Invalid(format!("client metadata document {url} {why}"))
 }
 
-#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+/// A fetched document's body, parsed and checked against `url` (the
+/// client_id it was fetched from). Public for the fuzz targets (fuzz/).
 pub fn parse_document(url: &str, body: &[u8]) -> Result<ClientMetadataDocument, CimdError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| invalid(url, "is not JSON"))?;
@@ -312,15 +317,11 @@ fn check_document(url: &str, doc: &ClientMetadataDocument) -> Result<(), CimdErr
             "has a client_id different from its URL (they must be equal)",
         ));
     }
-    if doc.redirect_uris.is_empty() {
-        return Err(invalid(url, "has no redirect_uris"));
-    }
-    if let Some(bad) = doc.redirect_uris.iter().find(|u| Url::parse(u).is_err()) {
-        return Err(invalid(
-            url,
-            &format!("has an invalid redirect URI {bad:?}"),
-        ));
-    }
+    // The same redirect URI rules as Dynamic Client Registration.
+    let native = crate::clients::is_native(doc.application_type.as_deref())
+        .map_err(|e| invalid(url, &format!("has an {e}")))?;
+    crate::clients::check_redirect_uris(&doc.redirect_uris, native)
+        .map_err(|(_, why)| invalid(url, &format!("is refused: {why}")))?;
     match doc.token_endpoint_auth_method.as_str() {
         "none" => Ok(()),
         "private_key_jwt" => Err(invalid(
@@ -430,6 +431,35 @@ mod tests {
         assert!(cache
             .get(&format!("u{}", CACHE_CAPACITY + 4), now)
             .is_some());
+    }
+
+    /// One set of redirect URI rules: what DCR refuses, a document may not
+    /// carry either, and what DCR accepts, a document may.
+    #[test]
+    fn documents_follow_the_dcr_redirect_rules() {
+        let url = "https://a.example/c";
+        for (uri, app) in [
+            ("javascript:alert(1)", "web"),
+            ("data:text/html,x", "web"),
+            ("http://evil.example/cb", "web"),
+            ("http://evil.example/cb", "native"),
+            ("https://a.example/cb#f", "web"),
+            ("https://u:p@a.example/cb", "web"),
+            ("file:///etc/passwd", "native"),
+            ("com.example.app:/cb", "web"),
+            ("not a url", "web"),
+            ("https://127.0.0.1:9/cb", "web"),
+            ("http://127.0.0.1:9/cb", "web"),
+            ("com.example.app:/cb", "native"),
+        ] {
+            let doc = serde_json::json!({"client_id": url, "redirect_uris": [uri],
+                                          "application_type": app});
+            let dcr = crate::clients::check_registration(&serde_json::json!({
+                "redirect_uris": [uri], "application_type": app,
+                "token_endpoint_auth_method": "none"}));
+            let cimd = parse_document(url, doc.to_string().as_bytes());
+            assert_eq!(dcr.is_ok(), cimd.is_ok(), "{uri} ({app}): {cimd:?}");
+        }
     }
 
     #[test]

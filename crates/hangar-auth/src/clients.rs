@@ -1,6 +1,7 @@
 //! Who may ask for tokens: clients registered with DCR or the admin CLI (in
 //! the store), and clients whose id is the URL of their Client ID Metadata
-//! Document (fetched through [`crate::cimd`]). Also the redirect URI rules.
+//! Document (fetched through [`crate::cimd`]). Also the redirect URI rules,
+//! one set for every kind of registration ([`check_redirect_uris`]).
 
 use std::sync::Arc;
 
@@ -130,9 +131,52 @@ pub fn check_redirect_uri(uri: &str, native: bool) -> Result<(), String> {
 }
 
 /// Largest number of redirect URIs one registration may carry.
-const MAX_REDIRECT_URIS: usize = 16;
+pub const MAX_REDIRECT_URIS: usize = 16;
 /// Longest redirect URI accepted.
-const MAX_URI_LEN: usize = 2048;
+pub const MAX_URI_LEN: usize = 2048;
+
+/// The redirect URI rules every registration is held to, whether it came
+/// by DCR or in a Client ID Metadata Document: 1 to [`MAX_REDIRECT_URIS`]
+/// URIs of at most [`MAX_URI_LEN`] bytes, each passing
+/// [`check_redirect_uri`]. `Err((error, description))`, the error being
+/// RFC 7591's `invalid_redirect_uri`.
+pub fn check_redirect_uris(uris: &[String], native: bool) -> Result<(), (&'static str, String)> {
+    if uris.is_empty() || uris.len() > MAX_REDIRECT_URIS {
+        return Err((
+            "invalid_redirect_uri",
+            format!("redirect_uris must list 1 to {MAX_REDIRECT_URIS} URIs"),
+        ));
+    }
+    for uri in uris {
+        if uri.len() > MAX_URI_LEN {
+            return Err(("invalid_redirect_uri", "a redirect URI is too long".into()));
+        }
+        check_redirect_uri(uri, native).map_err(|d| ("invalid_redirect_uri", d))?;
+    }
+    Ok(())
+}
+
+/// Whether an `application_type` (RFC 7591 / OpenID registration) is
+/// "native"; absent means "web".
+pub fn is_native(application_type: Option<&str>) -> Result<bool, String> {
+    match application_type {
+        None | Some("web") => Ok(false),
+        Some("native") => Ok(true),
+        Some(other) => Err(format!("unknown application_type {other:?}")),
+    }
+}
+
+/// An RFC 7591 registration request as it arrives (the body of
+/// `POST /oauth/register`), parsed and checked: see [`check_registration`].
+pub fn parse_registration(body: &[u8]) -> Result<NewClient, (&'static str, String)> {
+    let value: Value = serde_json::from_slice(body).map_err(|_| {
+        (
+            "invalid_client_metadata",
+            "the registration must be a JSON object".to_owned(),
+        )
+    })?;
+    check_registration(&value)
+}
 
 /// An RFC 7591 registration request, checked; `Err((error, description))`.
 pub fn check_registration(body: &Value) -> Result<NewClient, (&'static str, String)> {
@@ -140,36 +184,40 @@ pub fn check_registration(body: &Value) -> Result<NewClient, (&'static str, Stri
     let obj = body
         .as_object()
         .ok_or_else(|| invalid("the registration must be a JSON object".into()))?;
-    let native = match obj.get("application_type").and_then(Value::as_str) {
-        None | Some("web") => false,
-        Some("native") => true,
-        Some(other) => return Err(invalid(format!("unknown application_type {other:?}"))),
+    let application_type = match obj.get("application_type") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .ok_or_else(|| invalid("application_type must be a string".into()))?,
+        ),
     };
-    let uris: Vec<String> = obj
-        .get("redirect_uris")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    if uris.is_empty() || uris.len() > MAX_REDIRECT_URIS {
-        return Err((
-            "invalid_redirect_uri",
-            format!("redirect_uris must list 1 to {MAX_REDIRECT_URIS} URIs"),
-        ));
-    }
-    for uri in &uris {
-        if uri.len() > MAX_URI_LEN {
-            return Err(("invalid_redirect_uri", "a redirect URI is too long".into()));
+    let native = is_native(application_type).map_err(invalid)?;
+    let uris: Vec<String> = match obj.get("redirect_uris") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                (
+                    "invalid_redirect_uri",
+                    "redirect_uris must be an array of strings".to_owned(),
+                )
+            })?,
+        Some(_) => {
+            return Err((
+                "invalid_redirect_uri",
+                "redirect_uris must be an array of strings".into(),
+            ))
         }
-        check_redirect_uri(uri, native).map_err(|d| ("invalid_redirect_uri", d))?;
-    }
-    let method = obj
-        .get("token_endpoint_auth_method")
-        .and_then(Value::as_str)
-        .unwrap_or("client_secret_basic");
+    };
+    check_redirect_uris(&uris, native)?;
+    let method = match obj.get("token_endpoint_auth_method") {
+        None => "client_secret_basic",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| invalid("token_endpoint_auth_method must be a string".into()))?,
+    };
     if !matches!(
         method,
         "none" | "client_secret_basic" | "client_secret_post"

@@ -9,12 +9,14 @@
 //!   revoke, JWKS) and the sign-in, consent and account pages.
 //! - [`netguard`], [`cimd`]: fetching client documents without SSRF.
 //! - [`upstream`]: sign-in through an upstream OpenID Connect provider.
+//! - [`passwords`]: argon2id, a bounded number of hashes at once.
 
 pub mod cimd;
 pub mod clients;
 pub mod keys;
 pub mod netguard;
 pub mod pages;
+pub mod passwords;
 pub mod ratelimit;
 pub mod resource;
 pub mod server;

@@ -11,9 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use async_trait::async_trait;
 use hangar_store::Store;
 use http::HeaderMap;
@@ -58,7 +55,8 @@ pub trait Authenticator: Send + Sync {
 /// [`mark_tokens_changed`]); this bounds the delay for any other change
 /// (another router replica revoking in a shared Postgres).
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
-/// Most tokens the cache holds; past it, it starts afresh.
+/// Most tokens the cache holds; past it, it starts afresh. An entry is
+/// never used past its token's expiry (see [`Cached::dead_at`]).
 const TOKEN_CACHE_LIMIT: usize = 10_000;
 /// The file the admin CLI touches when tokens or users change.
 const TOKENS_CHANGED: &str = "tokens.changed";
@@ -76,8 +74,18 @@ pub struct ApiTokens {
 
 #[derive(Default)]
 struct TokenCache {
-    entries: HashMap<[u8; 32], (Principal, Instant)>,
+    entries: HashMap<[u8; 32], Cached>,
     stamp: Option<SystemTime>,
+}
+
+/// A verified token's verdict.
+struct Cached {
+    principal: Principal,
+    /// When it was verified: trusted for [`TOKEN_CACHE_TTL`] from then.
+    at: Instant,
+    /// The first Unix second at which the token no longer stands for
+    /// anyone (`None`: it never expires). The cache never outlives it.
+    dead_at: Option<u64>,
 }
 
 impl ApiTokens {
@@ -99,20 +107,32 @@ impl ApiTokens {
             cache.stamp = stamp;
             return None;
         }
+        let now = tokens::now();
         match cache.entries.get(key) {
-            Some((principal, at)) if at.elapsed() < TOKEN_CACHE_TTL => Some(principal.clone()),
-            _ => None,
+            Some(c) if c.at.elapsed() < TOKEN_CACHE_TTL && c.dead_at.is_none_or(|d| now < d) => {
+                Some(c.principal.clone())
+            }
+            Some(_) => {
+                cache.entries.remove(key);
+                None
+            }
+            None => None,
         }
     }
 
-    fn remember(&self, key: [u8; 32], principal: &Principal) {
+    fn remember(&self, key: [u8; 32], principal: &Principal, dead_at: Option<u64>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.entries.len() >= TOKEN_CACHE_LIMIT {
             cache.entries.clear();
         }
-        cache
-            .entries
-            .insert(key, (principal.clone(), Instant::now()));
+        cache.entries.insert(
+            key,
+            Cached {
+                principal: principal.clone(),
+                at: Instant::now(),
+                dead_at,
+            },
+        );
     }
 }
 
@@ -138,19 +158,18 @@ impl Authenticator for ApiTokens {
         if let Some(principal) = self.cached(&key) {
             return Ok(Some(principal));
         }
-        let principal = self
-            .store
-            .verify_token(token)
-            .await?
-            .map(|(user, _)| Principal {
-                user_id: user.id,
-                user_name: user.name,
-                scopes: None,
-            });
-        if let Some(p) = &principal {
-            self.remember(key, p);
-        }
-        Ok(principal)
+        let Some((user, info)) = self.store.verify_token(token).await? else {
+            return Ok(None);
+        };
+        let principal = Principal {
+            user_id: user.id,
+            user_name: user.name,
+            scopes: None,
+        };
+        // The store refuses a token from its `expires_at` second on.
+        let dead_at = info.expires_at.map(|e| u64::try_from(e).unwrap_or(0));
+        self.remember(key, &principal, dead_at);
+        Ok(Some(principal))
     }
 }
 
@@ -213,10 +232,9 @@ impl BearerCheck {
             user_name: claims.preferred_username,
             scopes: Some(claims.scope.split(' ').map(str::to_owned).collect()),
         };
-        // Never cache past the token's expiry.
-        if claims.exp > tokens::now() + TOKEN_CACHE_TTL.as_secs() {
-            self.api.remember(key, &principal);
-        }
+        // `tokens::verify` accepts a token up to its `exp` second included.
+        self.api
+            .remember(key, &principal, Some(claims.exp.saturating_add(1)));
         Ok(Some(principal))
     }
 }
@@ -256,36 +274,89 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// An argon2id hash of a password, for `hangar user add --password-stdin`.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+/// A `WWW-Authenticate: Bearer` challenge (RFC 6750 §3) with `params` as
+/// auth-params. Every value becomes a quoted-string with `"` and `\`
+/// escaped and control characters (CR, LF, NUL, …) dropped, so no value
+/// can end the header, start another or add a parameter; a name that is
+/// not an RFC 9110 token is left out. The result is always a valid header
+/// value.
+pub fn bearer_challenge(params: &[(&str, &str)]) -> String {
+    let is_token = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    let mut out = String::from("Bearer");
+    let mut first = true;
+    for (name, value) in params.iter().filter(|(n, _)| is_token(n)) {
+        out.push_str(if first { " " } else { ", " });
+        first = false;
+        out.push_str(name);
+        out.push_str("=\"");
+        for c in value.chars().filter(|c| !c.is_control()) {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            // Header values are visible ASCII: anything else becomes
+            // `?` (our values are URLs, scopes and messages).
+            out.push(if c.is_ascii() { c } else { '?' });
+        }
+        out.push('"');
+    }
+    out
 }
 
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false)
-}
+pub use crate::passwords::{hash_password, verify_password};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An API token stops working the second it expires, even though its
+    /// verdict was cached a moment before.
+    #[tokio::test]
+    async fn a_cached_api_token_never_outlives_its_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open_data_dir(dir.path()).await.unwrap());
+        let user = store.add_user("ann", None, false).await.unwrap();
+        let expires = hangar_store::now() + 2;
+        let (_, token) = store.create_token(&user.id, Some(expires)).await.unwrap();
+        let api = ApiTokens::new(store.clone(), dir.path());
+        let who = api.authenticate(&token, &[]).await.unwrap();
+        assert_eq!(who.map(|p| p.user_name).as_deref(), Some("ann"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hangar_store::now() < expires {
+            assert!(
+                Instant::now() < deadline,
+                "the clock did not reach the expiry"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            api.authenticate(&token, &[]).await.unwrap(),
+            None,
+            "an expired token is refused at once, cached or not"
+        );
+    }
+
     #[test]
-    fn passwords_hash_with_argon2id_and_verify() {
-        let hash = hash_password("correct horse").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &hash));
-        assert!(!verify_password("wrong", &hash));
-        assert!(!verify_password("correct horse", "not a hash"));
+    fn bearer_challenges_quote_every_value() {
+        assert_eq!(
+            bearer_challenge(&[("resource_metadata", "https://a/x"), ("scope", "mcp")]),
+            r#"Bearer resource_metadata="https://a/x", scope="mcp""#
+        );
+        let hostile = bearer_challenge(&[
+            ("error_description", "a\"b\\c\r\nSet-Cookie: x=y\0é"),
+            ("bad name", "x"),
+            ("", "y"),
+        ]);
+        assert_eq!(
+            hostile,
+            r#"Bearer error_description="a\"b\\cSet-Cookie: x=y?""#
+        );
+        assert!(http::HeaderValue::from_str(&hostile).is_ok());
+        assert_eq!(bearer_challenge(&[]), "Bearer");
     }
 
     #[test]

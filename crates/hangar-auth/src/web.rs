@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -40,15 +43,46 @@ impl PeerIp {
     }
 }
 
-/// Signs and checks values the server hands to browsers (CSRF tokens, the
-/// upstream sign-in state) with a key only the server knows.
+/// Protects what the server hands to browsers, with a key only the server
+/// knows (`cookie.key`): CSRF tokens are HMACs of the browser's CSRF
+/// cookie; values a cookie carries that the browser must neither read nor
+/// change (the upstream sign-in's PKCE verifier and nonce) are encrypted
+/// with XChaCha20-Poly1305, bound to the cookie's name, with their expiry
+/// inside the sealed payload.
 pub struct Sealer {
     key: [u8; 32],
+    aead: XChaCha20Poly1305,
 }
+
+/// Why a sealed value was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unsealed {
+    /// Changed, cut, made for another cookie, or sealed with another key.
+    #[error("the value could not be verified")]
+    Invalid,
+    /// Authentic, but past its expiry.
+    #[error("the value has expired")]
+    Expired,
+}
+
+/// Bytes of an XChaCha20-Poly1305 nonce: random nonces of this size never
+/// repeat in practice, so no counter is kept.
+const NONCE_LEN: usize = 24;
+/// What the encryption key is derived for (HKDF-SHA256 info): the cookie
+/// key's HMAC use and this one never share a key.
+const AEAD_KEY_INFO: &[u8] = b"hangar cookie aead v1";
 
 impl Sealer {
     pub fn new(key: [u8; 32]) -> Sealer {
-        Sealer { key }
+        let mut aead_key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit.
+        hkdf::Hkdf::<Sha256>::new(None, &key)
+            .expand(AEAD_KEY_INFO, &mut aead_key)
+            .unwrap_or_else(|_| unreachable!("HKDF can expand 32 bytes"));
+        Sealer {
+            key,
+            aead: XChaCha20Poly1305::new(&aead_key.into()),
+        }
     }
 
     fn mac(&self, purpose: &str, value: &str) -> String {
@@ -75,19 +109,74 @@ impl Sealer {
         }
     }
 
-    /// `value.mac`, for a value the browser carries and must not change.
-    pub fn seal(&self, purpose: &str, value: &str) -> String {
-        let encoded = URL_SAFE_NO_PAD.encode(value);
-        format!("{encoded}.{}", self.mac(purpose, &encoded))
+    /// `value` encrypted for the cookie `cookie_name`, valid for `ttl`.
+    pub fn seal(&self, cookie_name: &str, value: &str, ttl: std::time::Duration) -> String {
+        self.seal_until(cookie_name, value, unix_now().saturating_add(ttl.as_secs()))
     }
 
-    pub fn open(&self, purpose: &str, sealed: &str) -> Option<String> {
-        let (encoded, mac) = sealed.split_once('.')?;
-        if !bool::from(self.mac(purpose, encoded).as_bytes().ct_eq(mac.as_bytes())) {
-            return None;
-        }
-        String::from_utf8(URL_SAFE_NO_PAD.decode(encoded).ok()?).ok()
+    /// `value` encrypted for the cookie `cookie_name`, valid before the
+    /// Unix second `expires_at`: base64url(nonce ‖ ciphertext ‖ tag) of
+    /// `expires_at` (8 bytes, big-endian) ‖ `value`, the cookie's name as
+    /// associated data.
+    pub fn seal_until(&self, cookie_name: &str, value: &str, expires_at: u64) -> String {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut plain = Vec::with_capacity(8 + value.len());
+        plain.extend_from_slice(&expires_at.to_be_bytes());
+        plain.extend_from_slice(value.as_bytes());
+        let sealed = self
+            .aead
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: cookie_name.as_bytes(),
+                },
+            )
+            // Only inputs past 256 GiB fail.
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
     }
+
+    /// The value sealed for `cookie_name`, if authentic and unexpired.
+    pub fn open(&self, cookie_name: &str, sealed: &str) -> Result<String, Unsealed> {
+        self.open_at(cookie_name, sealed, unix_now())
+    }
+
+    /// [`Sealer::open`] at the Unix second `now`.
+    pub fn open_at(&self, cookie_name: &str, sealed: &str, now: u64) -> Result<String, Unsealed> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| Unsealed::Invalid)?;
+        if bytes.len() < NONCE_LEN {
+            return Err(Unsealed::Invalid);
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let plain = self
+            .aead
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: cookie_name.as_bytes(),
+                },
+            )
+            .map_err(|_| Unsealed::Invalid)?;
+        let (expiry, value) = plain.split_at_checked(8).ok_or(Unsealed::Invalid)?;
+        let expires_at = u64::from_be_bytes(expiry.try_into().map_err(|_| Unsealed::Invalid)?);
+        if now >= expires_at {
+            return Err(Unsealed::Expired);
+        }
+        String::from_utf8(value.to_vec()).map_err(|_| Unsealed::Invalid)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A random 256-bit value, base64url.
@@ -137,6 +226,106 @@ impl Cookies {
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v)
     }
+}
+
+/// Largest request body any endpoint of the authorization server reads
+/// (forms and registrations are a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A request body read up to [`MAX_BODY`] bytes, or why not: each endpoint
+/// answers that in its own form (an OAuth error, or a page), never with
+/// the framework's plain-text rejection.
+pub struct LimitedBody(pub Result<Bytes, BodyError>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request body is larger than {MAX_BODY} bytes or could not be read")]
+pub struct BodyError;
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY).await;
+        Ok(LimitedBody(body.map_err(|_| BodyError)))
+    }
+}
+
+/// An OAuth error answer (RFC 6749 §5.2) as a value: what the parsers of
+/// untrusted input return, turned into the response in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    /// The RFC 6749 / 7591 error code.
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn bad_request(error: &'static str, description: impl Into<String>) -> OAuthError {
+        OAuthError {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            description: description.into(),
+        }
+    }
+
+    /// 413 `invalid_request`: the body was over [`MAX_BODY`].
+    pub fn too_large() -> OAuthError {
+        OAuthError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            error: "invalid_request",
+            description: BodyError.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        oauth_error(self.status, self.error, &self.description)
+    }
+}
+
+/// The form of a token or revocation request, from its `Content-Type`
+/// header value and body: must be `application/x-www-form-urlencoded`, at
+/// most [`MAX_BODY`] bytes, no parameter repeated.
+pub fn read_form(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<HashMap<String, String>, OAuthError> {
+    if body.len() > MAX_BODY {
+        return Err(OAuthError::too_large());
+    }
+    let is_form = content_type.is_some_and(|c| {
+        c.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    if !is_form {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "use Content-Type: application/x-www-form-urlencoded",
+        ));
+    }
+    parse_form(body).map_err(|e| OAuthError::bad_request("invalid_request", e))
+}
+
+/// `client_id:client_secret` from an `Authorization: Basic` header value
+/// (RFC 6749 §2.3.1: each part form-urlencoded); `None` for any other
+/// scheme or a malformed value.
+pub fn basic_credentials(authorization: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = authorization.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
 }
 
 /// Parses an `application/x-www-form-urlencoded` body. A parameter given
@@ -215,21 +404,88 @@ mod tests {
     }
 
     #[test]
-    fn sealed_values_cannot_be_altered() {
+    fn sealed_values_are_secret_authentic_bound_and_expire() {
         let s = Sealer::new([1; 32]);
-        let sealed = s.seal("x", "hello");
-        assert_eq!(s.open("x", &sealed).as_deref(), Some("hello"));
-        assert_eq!(s.open("y", &sealed), None);
-        let tampered = sealed.replacen('a', "b", 1);
-        if tampered != sealed {
-            assert_eq!(s.open("x", &tampered), None);
+        let sealed = s.seal_until("hangar_oidc", "the-verifier", 1_000);
+        assert!(!sealed.contains("the-verifier"));
+        let raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        assert!(!String::from_utf8_lossy(&raw).contains("the-verifier"));
+        assert_eq!(
+            s.open_at("hangar_oidc", &sealed, 999).as_deref(),
+            Ok("the-verifier")
+        );
+        assert_eq!(
+            s.open_at("hangar_oidc", &sealed, 1_000),
+            Err(Unsealed::Expired)
+        );
+        // Another cookie's name, another key, any changed byte: invalid.
+        assert_eq!(s.open_at("hangar_csrf", &sealed, 0), Err(Unsealed::Invalid));
+        assert_eq!(
+            Sealer::new([2; 32]).open_at("hangar_oidc", &sealed, 0),
+            Err(Unsealed::Invalid)
+        );
+        for i in 0..raw.len() {
+            let mut changed = raw.clone();
+            changed[i] ^= 1;
+            let changed = URL_SAFE_NO_PAD.encode(changed);
+            assert_eq!(
+                s.open_at("hangar_oidc", &changed, 0),
+                Err(Unsealed::Invalid)
+            );
         }
+        for junk in ["", "a", "!!!", &sealed[..sealed.len() - 1], &"A".repeat(40)] {
+            assert_eq!(
+                s.open_at("hangar_oidc", junk, 0),
+                Err(Unsealed::Invalid),
+                "{junk}"
+            );
+        }
+        // Two seals of one value differ (fresh nonces).
+        assert_ne!(sealed, s.seal_until("hangar_oidc", "the-verifier", 1_000));
+        let live = s.seal("hangar_oidc", "v", std::time::Duration::from_secs(600));
+        assert_eq!(s.open("hangar_oidc", &live).as_deref(), Ok("v"));
     }
 
     #[test]
     fn repeated_form_parameters_are_refused() {
         assert!(parse_form(b"a=1&b=2").is_ok());
         assert!(parse_form(b"code=1&code=2").is_err());
+    }
+
+    #[test]
+    fn forms_need_their_content_type_and_fit_the_limit() {
+        let form = Some("application/x-www-form-urlencoded; charset=UTF-8");
+        assert_eq!(read_form(form, b"a=1").unwrap()["a"], "1");
+        assert_eq!(
+            read_form(Some("application/json"), b"a=1")
+                .unwrap_err()
+                .error,
+            "invalid_request"
+        );
+        assert_eq!(
+            read_form(None, b"a=1").unwrap_err().error,
+            "invalid_request"
+        );
+        let big = vec![b'a'; MAX_BODY + 1];
+        assert_eq!(
+            read_form(form, &big).unwrap_err().status,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let v = format!("Basic {}", STANDARD.encode("my%20id:s%3Acret"));
+        assert_eq!(
+            basic_credentials(&v),
+            Some(("my id".into(), "s:cret".into()))
+        );
+        assert_eq!(basic_credentials("Bearer x"), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        assert_eq!(
+            basic_credentials(&format!("Basic {}", STANDARD.encode("nocolon"))),
+            None
+        );
     }
 
     #[test]

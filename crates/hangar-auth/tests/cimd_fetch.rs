@@ -68,6 +68,26 @@ async fn document(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response 
             doc(&own, r#","token_endpoint_auth_method":"private_key_jwt""#),
         )
             .into_response(),
+        "redirect-js.json" | "redirect-data.json" | "redirect-http.json" | "redirect-frag.json"
+        | "redirect-many.json" | "redirect-private-scheme.json" => {
+            let uris = match name.as_str() {
+                "redirect-js.json" => r#"["https://a.example/cb","javascript:alert(1)"]"#.into(),
+                "redirect-data.json" => r#"["data:text/html,<script>alert(1)</script>"]"#.into(),
+                "redirect-http.json" => r#"["http://evil.example/cb"]"#.into(),
+                "redirect-frag.json" => r#"["https://a.example/cb#x"]"#.into(),
+                "redirect-private-scheme.json" => r#"["com.example.app:/cb"]"#.into(),
+                _ => serde_json::to_string(&vec!["https://a.example/cb"; 17]).unwrap(),
+            };
+            let body = format!(r#"{{"client_id":"{own}","redirect_uris":{uris}}}"#);
+            (json, body).into_response()
+        }
+        "native.json" => (
+            json,
+            format!(
+                r#"{{"client_id":"{own}","application_type":"native","redirect_uris":["com.example.app:/cb"]}}"#
+            ),
+        )
+            .into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -212,4 +232,36 @@ async fn localhost_is_refused_when_loopback_is_not_allowed() {
         "{err}"
     );
     assert_eq!(peer.hits(), 0);
+}
+
+/// A metadata document is held to the same redirect URI rules as Dynamic
+/// Client Registration: no script or data scheme, plain http only on
+/// loopback, no fragment, a bounded list, private-use schemes only for
+/// native applications.
+#[tokio::test]
+async fn unsafe_redirect_uris_are_refused_like_dcr() {
+    for (name, needle) in [
+        ("redirect-js.json", "javascript scheme is not allowed"),
+        ("redirect-data.json", "data scheme is not allowed"),
+        (
+            "redirect-http.json",
+            "plain http is allowed only for loopback",
+        ),
+        ("redirect-frag.json", "has a fragment"),
+        ("redirect-many.json", "redirect_uris must list 1 to 16"),
+        (
+            "redirect-private-scheme.json",
+            "only for native applications",
+        ),
+    ] {
+        let (err, _) = refusal(name).await;
+        assert!(matches!(err, CimdError::Invalid(_)), "{name}: {err}");
+        assert!(err.to_string().contains(needle), "{name}: {err}");
+    }
+    let peer = peer().await;
+    let native = CimdFetcher::new(DEV)
+        .get(&peer.url("native.json"))
+        .await
+        .expect("a native app may use its private-use scheme");
+    assert_eq!(native.redirect_uris, ["com.example.app:/cb"]);
 }

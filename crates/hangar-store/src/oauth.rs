@@ -504,12 +504,21 @@ impl Store {
         Ok(self.grant(&grant_id).await?.map(|g| (g, expires_at)))
     }
 
-    /// RFC 7009: revokes the grant a refresh token belongs to. Returns the
-    /// grant's client, or `None` for a token that is not ours.
-    pub async fn revoke_refresh_token(&self, token: &str) -> Result<Option<Grant>> {
+    /// RFC 7009: revokes the grant a refresh token belongs to, if it was
+    /// issued to `client_id` (§2.1: a client revokes only its own tokens).
+    /// Returns the revoked grant, or `None` for a token that is not ours or
+    /// is another client's (which is left alone).
+    pub async fn revoke_refresh_token(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<Option<Grant>> {
         let Some((grant, _)) = self.check_refresh_token(token).await? else {
             return Ok(None);
         };
+        if grant.client_id != client_id {
+            return Ok(None);
+        }
         self.revoke_grant(&grant.id).await?;
         Ok(Some(grant))
     }

@@ -785,8 +785,11 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
             Refresh::Invalid
         );
         assert!(!s.grant(&grant2.id).await.unwrap().unwrap().revoked);
-        // Revocation (RFC 7009) ends the grant.
-        let revoked = s.revoke_refresh_token(&t).await.unwrap().unwrap();
+        // Revocation (RFC 7009) by another client leaves the grant alone;
+        // by its own client, ends it.
+        assert_eq!(s.revoke_refresh_token(&t, "c2").await.unwrap(), None);
+        assert!(!s.grant(&grant2.id).await.unwrap().unwrap().revoked);
+        let revoked = s.revoke_refresh_token(&t, "c1").await.unwrap().unwrap();
         assert_eq!(revoked.id, grant2.id);
         assert_eq!(s.rotate_refresh_token(&t).await.unwrap(), Refresh::Invalid);
         // Expired tokens do not rotate.

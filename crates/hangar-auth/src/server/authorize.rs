@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use hangar_store::{AuthorizationCode, User};
@@ -20,7 +19,7 @@ use url::Url;
 use super::{AuthServer, BASE_SCOPE};
 use crate::clients::{self, Client, ClientError, ClientOrigin};
 use crate::pages;
-use crate::web::{parse_form, same_origin};
+use crate::web::{parse_form, same_origin, LimitedBody};
 
 /// The parameters of an authorization request that are carried from the
 /// consent page to the decision.
@@ -304,11 +303,11 @@ pub(super) async fn start(
 pub(super) async fn decide(
     State(auth): State<Arc<AuthServer>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: LimitedBody,
 ) -> Response {
-    let form = match parse_form(&body) {
+    let form = match super::page_form(&body) {
         Ok(f) => f,
-        Err(e) => return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", &e),
+        Err(r) => return r,
     };
     if !auth.form_is_ours(&headers, &form) {
         return pages::error_page(

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use hangar_store::User;
 use http::{header, HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -14,21 +13,63 @@ use serde::{Deserialize, Serialize};
 use super::AuthServer;
 use crate::pages::{self, GrantRow, SignIn, TokenRow};
 use crate::upstream::{UpstreamClaims, UpstreamLogin};
-use crate::web::{parse_form, PeerIp};
+use crate::web::{LimitedBody, PeerIp, Unsealed};
 
-/// Where to go after signing in: only a path on this server (never
-/// `//host` or `/\host`, which browsers treat as another origin).
+/// Where to go after signing in when `next` is missing or refused.
+const DEFAULT_NEXT: &str = "/account";
+
+/// Where to go after signing in: only a path on this server. `next` must
+/// start with a single `/` (never `//host` or `/\host`, which browsers
+/// treat as another origin) and hold only visible ASCII without a
+/// backslash: browsers drop tabs and newlines from a URL, so `/\t/host`
+/// would become `//host`, and CR/LF/NUL cannot go in a `Location` header.
+/// The same holds for its percent-decoded forms. Anything else: the
+/// account page.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => {
-            n.to_owned()
-        }
-        _ => "/account".to_owned(),
+        Some(n) if is_local_path(n) => n.to_owned(),
+        _ => DEFAULT_NEXT.to_owned(),
     }
 }
 
+fn is_local_path(next: &str) -> bool {
+    /// Decoding rounds tried; a value still changing after them is refused.
+    const ROUNDS: usize = 3;
+    let shape_ok = |s: &str| {
+        s.starts_with('/')
+            && !s.starts_with("//")
+            && s.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    };
+    if !shape_ok(next) {
+        return false;
+    }
+    let mut current = next.to_owned();
+    for _ in 0..ROUNDS {
+        let decoded = percent_encoding::percent_decode_str(&current)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == current {
+            return true;
+        }
+        // Decoded, a space or a non-ASCII character is harmless; what
+        // must not appear is what would change the origin.
+        let origin_safe = decoded.starts_with('/')
+            && !decoded.starts_with("//")
+            && decoded.chars().all(|c| !c.is_control() && c != '\\');
+        if !origin_safe {
+            return false;
+        }
+        current = decoded;
+    }
+    false
+}
+
+/// 303 to a path or URL of ours; a value that cannot be a header (which a
+/// checked `next` never is) gives the account page, never a panic.
 fn see_other(to: &str) -> Response {
-    Redirect::to(to).into_response()
+    let location = http::HeaderValue::from_str(to)
+        .unwrap_or_else(|_| http::HeaderValue::from_static(DEFAULT_NEXT));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
 impl AuthServer {
@@ -121,21 +162,15 @@ pub(super) async fn sign_in_page(
     auth.sign_in_response(&headers, StatusCode::OK, &next, None, "")
 }
 
-/// A password hash to verify against when the user does not exist, so that
-/// a wrong name takes as long as a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| crate::resource::hash_password("decoy").unwrap_or_default())
-}
-
 pub(super) async fn sign_in(
     State(auth): State<Arc<AuthServer>>,
     peer: PeerIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: LimitedBody,
 ) -> Response {
-    let Ok(form) = parse_form(&body) else {
-        return pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", "repeated fields");
+    let form = match super::page_form(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
     };
     let next = safe_next(form.get("next").map(String::as_str));
     let name = form.get("username").map(String::as_str).unwrap_or_default();
@@ -184,15 +219,25 @@ pub(super) async fn sign_in(
             );
         }
     };
-    let hash = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| decoy_hash().to_owned());
-    // argon2 takes tens of milliseconds of CPU: keep it off the async threads.
-    let ok =
-        tokio::task::spawn_blocking(move || crate::resource::verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let ok = match auth.passwords.verify(password, hash).await {
+        Ok(ok) => ok,
+        Err(busy) => {
+            tracing::warn!("sign-in refused: {busy}");
+            let mut resp = auth.sign_in_response(
+                &headers,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &next,
+                Some("The server is busy checking other sign-ins. Try again in a moment."),
+                name,
+            );
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                http::HeaderValue::from(crate::passwords::RETRY_AFTER_SECS),
+            );
+            return resp;
+        }
+    };
     match user {
         Some(user) if ok && user.password_hash.is_some() => auth.signed_in(&user, &next).await,
         _ => {
@@ -211,9 +256,10 @@ pub(super) async fn sign_in(
 pub(super) async fn sign_out(
     State(auth): State<Arc<AuthServer>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: LimitedBody,
 ) -> Response {
-    let form = parse_form(&body).unwrap_or_default();
+    // A form that cannot be read has no CSRF token: refused below.
+    let form = super::page_form(&body).unwrap_or_default();
     if !auth.form_is_ours(&headers, &form) {
         return pages::error_page(
             StatusCode::FORBIDDEN,
@@ -234,8 +280,9 @@ pub(super) async fn sign_out(
 
 // ---- upstream OpenID Connect ------------------------------------------------
 
-/// What the browser carries (sealed) between leaving for the provider and
-/// coming back.
+/// What the browser carries between leaving for the provider and coming
+/// back, encrypted ([`crate::web::Sealer::seal`]): the PKCE verifier and
+/// the nonce must stay secret, and the whole must not be changed.
 #[derive(Serialize, Deserialize)]
 struct Pending {
     provider: String,
@@ -243,10 +290,13 @@ struct Pending {
     nonce: String,
     verifier: String,
     next: String,
-    expires: i64,
 }
 
-const PENDING_TTL: i64 = 600;
+/// How long an upstream sign-in may take (sealed into the cookie, and its
+/// `Max-Age`).
+const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+/// The cookie that carries [`Pending`].
+const PENDING_COOKIE: &str = "hangar_oidc";
 
 pub(super) async fn upstream_start(
     State(auth): State<Arc<AuthServer>>,
@@ -280,15 +330,17 @@ pub(super) async fn upstream_start(
         nonce: login.nonce.clone(),
         verifier: login.verifier.clone(),
         next: safe_next(q.next.as_deref()),
-        expires: hangar_store::now() + PENDING_TTL,
     };
-    let sealed = auth
-        .sealer
-        .seal("oidc", &serde_json::to_string(&pending).unwrap_or_default());
+    let sealed = auth.sealer.seal(
+        &auth.cookies.name(PENDING_COOKIE),
+        &serde_json::to_string(&pending).unwrap_or_default(),
+        PENDING_TTL,
+    );
     let mut resp = see_other(&login.url);
     resp.headers_mut().append(
         header::SET_COOKIE,
-        auth.cookies.set("hangar_oidc", &sealed, PENDING_TTL),
+        auth.cookies
+            .set(PENDING_COOKIE, &sealed, PENDING_TTL.as_secs() as i64),
     );
     resp
 }
@@ -302,18 +354,28 @@ pub(super) async fn upstream_callback(
     let fail = |message: &str| {
         let mut resp = pages::error_page(StatusCode::BAD_REQUEST, "Sign-in failed", message);
         resp.headers_mut()
-            .append(header::SET_COOKIE, auth.cookies.clear("hangar_oidc"));
+            .append(header::SET_COOKIE, auth.cookies.clear(PENDING_COOKIE));
         resp
     };
-    let pending: Option<Pending> = auth
-        .cookies
-        .get(&headers, "hangar_oidc")
-        .and_then(|c| auth.sealer.open("oidc", c))
-        .and_then(|json| serde_json::from_str(&json).ok());
-    let Some(pending) =
-        pending.filter(|p| p.provider == provider && p.expires > hangar_store::now())
-    else {
+    let Some(cookie) = auth.cookies.get(&headers, PENDING_COOKIE) else {
         return fail("This sign-in expired or was started in another browser. Start again.");
+    };
+    let opened = auth
+        .sealer
+        .open(&auth.cookies.name(PENDING_COOKIE), cookie)
+        .and_then(|json| serde_json::from_str::<Pending>(&json).map_err(|_| Unsealed::Invalid));
+    let pending = match opened {
+        Ok(p) if p.provider == provider => p,
+        Ok(_) => return fail("This sign-in was started with another provider. Start again."),
+        Err(Unsealed::Expired) => {
+            return fail("This sign-in took longer than 10 minutes and expired. Start again.")
+        }
+        Err(Unsealed::Invalid) => {
+            tracing::warn!(provider = %provider, "upstream sign-in cookie refused (changed or foreign)");
+            return fail(
+                "This sign-in could not be verified (its cookie was changed or comes from another server). Start again.",
+            );
+        }
     };
     if q.get("state") != Some(&pending.state) {
         return fail("The provider's answer does not belong to this sign-in.");
@@ -356,7 +418,7 @@ pub(super) async fn upstream_callback(
         };
     let mut resp = auth.signed_in(&user, &pending.next).await;
     resp.headers_mut()
-        .append(header::SET_COOKIE, auth.cookies.clear("hangar_oidc"));
+        .append(header::SET_COOKIE, auth.cookies.clear(PENDING_COOKIE));
     resp
 }
 
@@ -518,7 +580,7 @@ pub(super) async fn revoke(
     State(auth): State<Arc<AuthServer>>,
     Path((kind, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: LimitedBody,
 ) -> Response {
     let user = match account_post(&auth, &headers, &body).await {
         Ok(u) => u,
@@ -555,9 +617,9 @@ pub(super) async fn revoke(
 async fn account_post(
     auth: &AuthServer,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: &LimitedBody,
 ) -> Result<User, Response> {
-    let form = parse_form(body).unwrap_or_default();
+    let form = super::page_form(body).unwrap_or_default();
     if !auth.form_is_ours(headers, &form) {
         return Err(pages::error_page(
             StatusCode::FORBIDDEN,
@@ -568,4 +630,56 @@ async fn account_post(
     auth.session_user(headers)
         .await
         .ok_or_else(|| see_other("/signin?next=%2Faccount"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `next` arrives percent-decoded once (by the query or form parser).
+    #[test]
+    fn next_is_a_path_on_this_server_or_the_account_page() {
+        for good in [
+            "/account",
+            "/oauth/authorize?client_id=x&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fcb&state=a-b",
+            "/",
+        ] {
+            assert_eq!(safe_next(Some(good)), good, "{good:?}");
+        }
+        for bad in [
+            "/\t/evil.example",
+            "/\t\t/evil.example",
+            "/\n/evil.example",
+            "/\r\nSet-Cookie: a=b",
+            "/\0",
+            "/a\u{7f}b",
+            "/a\u{85}b",
+            "//evil.example",
+            "/\\evil.example",
+            "/a\\b",
+            "/%2F/evil.example",
+            "/%2f/evil.example",
+            "/%5Cevil.example",
+            "/%09/evil.example",
+            "/%0d%0aSet-Cookie:%20a=b",
+            "/%00",
+            "/%252F/evil.example",
+            "/ü",
+            "/a b",
+            "https://evil.example/",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/account", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/account");
+    }
+
+    #[test]
+    fn see_other_never_panics() {
+        for to in ["/account", "/\r\n", "/\0"] {
+            let resp = see_other(to);
+            assert!(resp.status().is_redirection() || resp.status().is_client_error());
+        }
+    }
 }

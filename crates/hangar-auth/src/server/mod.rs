@@ -15,7 +15,7 @@ mod browser;
 mod token;
 
 #[doc(hidden)] // for the fuzz targets (fuzz/)
-pub use token::{basic_credentials, pkce_matches};
+pub use token::pkce_matches;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use crate::cimd::CimdFetcher;
 use crate::keys::KeySet;
 use crate::netguard::NetPolicy;
+use crate::passwords::Passwords;
 use crate::ratelimit::RateLimiter;
 use crate::resource::{ApiTokens, BearerCheck};
 use crate::upstream::{OidcProvider, OidcProviderConfig};
@@ -145,6 +146,8 @@ pub struct AuthServer {
     sign_in_ip_limit: RateLimiter,
     token_limit: RateLimiter,
     register_limit: RateLimiter,
+    /// Password checks, a bounded number at once.
+    passwords: Passwords,
 }
 
 /// Sign-in attempts per minute, per user name.
@@ -197,12 +200,18 @@ impl AuthServer {
             sign_in_ip_limit: RateLimiter::new(SIGN_IN_PER_ADDRESS_MINUTE, minute),
             token_limit: RateLimiter::new(TOKEN_PER_MINUTE, minute),
             register_limit: RateLimiter::new(REGISTER_PER_MINUTE, minute),
+            passwords: Passwords::default(),
         }))
     }
 
     /// The resource-server check for the router (API and access tokens).
     pub fn authenticator(&self) -> Arc<BearerCheck> {
         self.check.clone()
+    }
+
+    /// The password checker (its gauges: running, peak, refused).
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
     }
 
     /// RFC 8414 authorization-server metadata.
@@ -276,6 +285,24 @@ impl AuthServer {
 }
 
 type State = axum::extract::State<Arc<AuthServer>>;
+
+/// The form a page posted, or the error page for a form that is too large
+/// or malformed.
+#[allow(clippy::result_large_err)]
+fn page_form(
+    body: &crate::web::LimitedBody,
+) -> Result<std::collections::HashMap<String, String>, Response> {
+    use http::StatusCode;
+    let body = body.0.as_ref().map_err(|_| {
+        crate::pages::error_page(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Invalid form",
+            "The form is too large.",
+        )
+    })?;
+    crate::web::parse_form(body)
+        .map_err(|e| crate::pages::error_page(StatusCode::BAD_REQUEST, "Invalid form", &e))
+}
 
 /// CORS for the cookie-less endpoints: any origin, no credentials;
 /// preflights are answered here.

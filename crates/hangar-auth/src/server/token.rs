@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hangar_store::{CodeRedemption, Grant, Refresh};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -19,14 +18,14 @@ use subtle::ConstantTimeEq as _;
 use super::AuthServer;
 use crate::clients::{self, Client, ClientError};
 use crate::tokens::{self, AccessClaims};
-use crate::web::{no_store, oauth_error, parse_form, random_token, PeerIp};
+use crate::web::{
+    basic_credentials, no_store, oauth_error, random_token, read_form, LimitedBody, OAuthError,
+    PeerIp,
+};
 
 /// Most dynamically registered clients kept (registration is open to
 /// anyone, so the table must not grow without bound).
 const MAX_DYNAMIC_CLIENTS: i64 = 10_000;
-
-/// Largest body the token, revocation and registration endpoints read.
-pub(super) const MAX_BODY: usize = 64 * 1024;
 
 fn bad_request(error: &str, description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, error, description)
@@ -52,46 +51,21 @@ fn server_error(what: &str, e: impl std::fmt::Display) -> Response {
     )
 }
 
-/// Reads a form body with the endpoint's limits. (The error is the answer
-/// itself, sent once per request: its size does not matter.)
+/// The form of a token or revocation request (see [`read_form`]).
 #[allow(clippy::result_large_err)]
-fn form(headers: &HeaderMap, body: &Bytes) -> Result<HashMap<String, String>, Response> {
-    if body.len() > MAX_BODY {
-        return Err(bad_request(
-            "invalid_request",
-            "the request body is too large",
-        ));
-    }
+fn form(headers: &HeaderMap, body: &LimitedBody) -> Result<HashMap<String, String>, Response> {
+    let body = body
+        .0
+        .as_ref()
+        .map_err(|_| OAuthError::too_large().into_response())?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("application/x-www-form-urlencoded") {
-        return Err(bad_request(
-            "invalid_request",
-            "use Content-Type: application/x-www-form-urlencoded",
-        ));
-    }
-    parse_form(body).map_err(|e| bad_request("invalid_request", &e))
+        .and_then(|v| v.to_str().ok());
+    read_form(content_type, body).map_err(IntoResponse::into_response)
 }
 
-/// `client_id:client_secret` from HTTP Basic (RFC 6749 §2.3.1: each part
-/// form-urlencoded).
-#[doc(hidden)] // pub for the fuzz targets (fuzz/)
-pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
-    Some((unescape(id)?, unescape(secret)?))
+fn basic_from(headers: &HeaderMap) -> Option<(String, String)> {
+    basic_credentials(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 impl AuthServer {
@@ -103,7 +77,7 @@ impl AuthServer {
         headers: &HeaderMap,
         form: &HashMap<String, String>,
     ) -> Result<Client, Response> {
-        let basic = basic_credentials(headers);
+        let basic = basic_from(headers);
         let used_basic = basic.is_some();
         let (id, secret) = match basic {
             Some((id, secret)) => {
@@ -366,7 +340,7 @@ pub(super) async fn token(
     State(auth): State<Arc<AuthServer>>,
     peer: PeerIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: LimitedBody,
 ) -> Response {
     if auth.token_limit.check(&peer.key()).is_err() {
         return oauth_error(
@@ -394,12 +368,15 @@ pub(super) async fn token(
     }
 }
 
-/// RFC 7009. Answers 200 whether or not the token was known, so that the
-/// endpoint reveals nothing about tokens.
+/// RFC 7009. The client authenticates as at the token endpoint (a
+/// confidential client with its secret, else 401 `invalid_client`), and
+/// only tokens issued to it are revoked. The answer is 200 whether or not
+/// the token was known or someone else's (§2.2), so that the endpoint
+/// reveals nothing about tokens.
 pub(super) async fn revoke(
     State(auth): State<Arc<AuthServer>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: LimitedBody,
 ) -> Response {
     let form = match form(&headers, &body) {
         Ok(f) => f,
@@ -413,8 +390,9 @@ pub(super) async fn revoke(
         return bad_request("invalid_request", "token is required");
     };
     let grant_id = if token.starts_with(hangar_store::REFRESH_TOKEN_PREFIX) {
-        match auth.store.revoke_refresh_token(token).await {
-            Ok(g) => g.filter(|g| g.client_id == client.id).map(|g| g.id),
+        // Revoked only if it was issued to this client (§2.1).
+        match auth.store.revoke_refresh_token(token, &client.id).await {
+            Ok(g) => g.map(|g| g.id),
             Err(e) => return server_error("revoking", e),
         }
     } else {
@@ -444,7 +422,7 @@ pub(super) async fn revoke(
 pub(super) async fn register(
     State(auth): State<Arc<AuthServer>>,
     peer: PeerIp,
-    body: Bytes,
+    LimitedBody(body): LimitedBody,
 ) -> Response {
     if !auth.settings.dynamic_registration {
         return oauth_error(
@@ -460,13 +438,10 @@ pub(super) async fn register(
             "too many registrations",
         );
     }
-    if body.len() > MAX_BODY {
-        return bad_request("invalid_client_metadata", "the registration is too large");
-    }
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return bad_request("invalid_client_metadata", "the registration must be JSON");
+    let Ok(body) = body else {
+        return OAuthError::too_large().into_response();
     };
-    let new = match clients::check_registration(&request) {
+    let new = match clients::parse_registration(&body) {
         Ok(n) => n,
         Err((error, description)) => return bad_request(error, &description),
     };
@@ -521,16 +496,5 @@ mod tests {
         // `plain` (verifier == challenge) never passes.
         assert!(!pkce_matches(challenge, challenge));
         assert!(!pkce_matches("short", challenge));
-    }
-
-    #[test]
-    fn basic_credentials_are_form_decoded() {
-        let mut h = HeaderMap::new();
-        let v = format!("Basic {}", STANDARD.encode("my%20id:s%3Acret"));
-        h.insert(header::AUTHORIZATION, v.parse().unwrap());
-        assert_eq!(
-            basic_credentials(&h),
-            Some(("my id".into(), "s:cret".into()))
-        );
     }
 }
