@@ -23,6 +23,9 @@
 //!   `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name`. `ping`,
 //!   `logging/setLevel`, `resources/subscribe` and `resources/unsubscribe`
 //!   do not exist in the modern era and are answered here.
+//! * **`Mcp-Param-*`**: tools whose `x-mcp-header` annotations are invalid
+//!   are left out of `tools/list`; `tools/call` mirrors the annotated
+//!   arguments into headers ([`crate::params`]).
 //! * **Results** lose `resultType`, which no legacy schema has (the SDK 1.32
 //!   accepts unknown fields in most results but its empty result is strict).
 //! * **Input-required results** (MRTR) become the host's own requests
@@ -52,7 +55,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::params::ToolHeaders;
 use crate::remote::TransportMode;
+use http::HeaderMap;
 
 /// `--protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,6 +130,8 @@ pub struct Bridge {
     /// Our requests to the host (MRTR questions), by raw id.
     waiting: Mutex<HashMap<String, oneshot::Sender<Message>>>,
     next_id: AtomicU64,
+    /// The listed tools' `x-mcp-header` parameters.
+    tool_headers: ToolHeaders,
 }
 
 impl Bridge {
@@ -144,6 +151,7 @@ impl Bridge {
             state: Mutex::default(),
             waiting: Mutex::default(),
             next_id: AtomicU64::new(1),
+            tool_headers: ToolHeaders::default(),
         }
     }
 
@@ -199,25 +207,36 @@ impl Bridge {
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or(era::LATEST_LEGACY);
-        let discover = Message::from_value(&json!({
-            "jsonrpc": "2.0", "id": format!("hangar-discover-{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
-            "method": "server/discover", "params": {}
-        }));
-        let discover = modernize(&discover, era::LATEST, &host, None);
         let id = message.id_raw().unwrap_or("null");
-        let (related, _drop) = mpsc::channel(8);
-        let answer = match self.http.request_modern(&discover, &related).await {
-            Ok(answer) => answer,
-            Err(
-                e @ (ClientError::Connect { .. }
-                | ClientError::Unauthorized { .. }
-                | ClientError::Closed),
-            ) => return Err(e),
-            Err(e) if self.mode == ProtocolMode::Modern => return Err(e),
-            Err(e) => {
-                tracing::info!("server/discover failed ({e}); speaking the host's protocol");
-                return Ok(Initialize::Forward);
+        // A -32022 names the versions the server speaks: one more try with
+        // the newest modern one among them (SEP-2575).
+        let mut version = era::LATEST.to_owned();
+        let mut answer = None;
+        for _ in 0..2 {
+            let a = match self.discover(&host, &version).await {
+                Ok(a) => a,
+                Err(
+                    e @ (ClientError::Connect { .. }
+                    | ClientError::Unauthorized { .. }
+                    | ClientError::Closed),
+                ) => return Err(e),
+                Err(e) if self.mode == ProtocolMode::Modern => return Err(e),
+                Err(e) => {
+                    tracing::info!("server/discover failed ({e}); speaking the host's protocol");
+                    return Ok(Initialize::Forward);
+                }
+            };
+            let retry_with = (a.error_code() == Some(codes::UNSUPPORTED_PROTOCOL_VERSION))
+                .then(|| spoken_modern_version(&a))
+                .flatten();
+            answer = Some(a);
+            match retry_with {
+                Some(v) => version = v,
+                None => break,
             }
+        }
+        let Some(answer) = answer else {
+            return Ok(Initialize::Forward);
         };
         let result = match classify(&answer) {
             Ok(result) => result,
@@ -247,8 +266,7 @@ impl Bridge {
             return Ok(Initialize::Forward);
         }
         tracing::info!(
-            "the server speaks only protocol {}; the shim answers initialize and bridges",
-            era::LATEST
+            "the server speaks only protocol {version}; the shim answers initialize and bridges"
         );
         let server_capabilities = result.get("capabilities").cloned().unwrap_or(json!({}));
         let server_info = result
@@ -256,14 +274,14 @@ impl Bridge {
             .or_else(|| result.get("serverInfo"))
             .cloned()
             .unwrap_or_else(|| json!({"name": "mcp-server", "version": "unknown"}));
-        let version = if era::LEGACY_VERSIONS.contains(&asked) {
+        let negotiated = if era::LEGACY_VERSIONS.contains(&asked) {
             asked
         } else {
             era::LATEST_LEGACY
         };
         let mut answer = json!({
-            "protocolVersion": version,
-            "capabilities": server_capabilities,
+            "protocolVersion": negotiated,
+            "capabilities": server_capabilities.clone(),
             "serverInfo": server_info,
         });
         if let Some(i) = result.get("instructions") {
@@ -274,13 +292,30 @@ impl Bridge {
             *st = State {
                 active: true,
                 host: Some(host),
-                version: era::LATEST.to_owned(),
+                version,
                 capabilities: server_capabilities,
                 ..State::default()
             };
         }
         self.restart_listener().await;
         Ok(Initialize::Answer(Message::result_response(id, &answer)))
+    }
+
+    /// One `server/discover` in protocol `version`, with the host's
+    /// capabilities and clientInfo.
+    async fn discover(&self, host: &Host, version: &str) -> Result<Message, ClientError> {
+        let request = Message::from_value(&json!({
+            "jsonrpc": "2.0",
+            "id": format!("hangar-discover-{}", self.next_id.fetch_add(1, Ordering::Relaxed)),
+            "method": "server/discover", "params": {}
+        }));
+        let request = modernize(&request, version, host, None);
+        // Nothing the server sends before its answer concerns the host yet.
+        let (related, mut drain) = mpsc::channel(8);
+        tokio::spawn(async move { while drain.recv().await.is_some() {} });
+        self.http
+            .request_modern(&request, &related, HeaderMap::new())
+            .await
     }
 
     /// A request from the host while bridging; its answer (or error) goes to
@@ -351,10 +386,17 @@ impl Bridge {
         let mut request = first.clone();
         let mut rounds = 0u32;
         loop {
-            let answer = self.http.request_modern(&request, &self.out).await?;
+            let extra: HeaderMap = self.tool_headers.headers(&request).into_iter().collect();
+            let answer = self.http.request_modern(&request, &self.out, extra).await?;
             let result = match input_required(&answer) {
                 Some(result) => result,
-                None => return Ok(strip_result_field(&answer, "resultType").with_id(id)),
+                None => {
+                    let mut answer = strip_result_field(&answer, "resultType");
+                    if message.method() == Some("tools/list") {
+                        answer = self.tool_headers.learn(answer);
+                    }
+                    return Ok(answer.with_id(id));
+                }
             };
             rounds += 1;
             if rounds > MAX_INPUT_ROUNDS {
@@ -562,7 +604,7 @@ impl Bridge {
             }));
             let request = modernize(&request, &version, &host, None);
             let (tx, mut rx) = mpsc::channel::<Message>(64);
-            let call = self.http.request_modern(&request, &tx);
+            let call = self.http.request_modern(&request, &tx, HeaderMap::new());
             tokio::pin!(call);
             let mut acknowledged = false;
             let outcome = loop {
@@ -725,6 +767,17 @@ fn classify(answer: &Message) -> Result<Value, String> {
         Some(r) if r.get("supportedVersions").is_some_and(Value::is_array) => Ok(r.clone()),
         _ => Err("server/discover did not answer with a DiscoverResult".to_owned()),
     }
+}
+
+/// The newest modern version we speak among those a -32022 error lists.
+fn spoken_modern_version(error: &Message) -> Option<String> {
+    let v = error.to_value();
+    let supported = v.pointer("/error/data/supported")?.as_array()?;
+    era::MODERN_VERSIONS
+        .iter()
+        .rev()
+        .find(|ours| supported.iter().any(|s| s.as_str() == Some(ours)))
+        .map(|v| (*v).to_owned())
 }
 
 /// The result of an input-required answer.

@@ -32,6 +32,7 @@ pub mod bridge;
 pub mod browser;
 pub mod oauth;
 pub mod options;
+pub mod params;
 pub mod remote;
 pub mod sse;
 pub mod stdio;

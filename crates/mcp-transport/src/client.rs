@@ -672,17 +672,19 @@ impl Client {
     /// instead of forwarding it (the era bridge answers the local client
     /// itself). The messages the server sends on the request's stream before
     /// the response (progress, logs, subscription notifications) go to
-    /// `related`, in order. Dropping the future closes the stream, which the
-    /// server treats as cancellation.
+    /// `related`, in order. `extra` headers go with the request (beside the
+    /// mirrored ones, see [`modern_headers`]). Dropping the future closes the
+    /// stream, which the server treats as cancellation.
     pub async fn request_modern(
         &self,
         request: &Message,
         related: &mpsc::Sender<Message>,
+        extra: HeaderMap,
     ) -> Result<Message, ClientError> {
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(ClientError::Closed);
         }
-        self.inner.request_modern(request, related).await
+        self.inner.request_modern(request, related, extra).await
     }
 
     /// The current `Mcp-Session-Id`, if the server gave one.
@@ -817,7 +819,9 @@ impl Inner {
             .map_err(|_| ClientError::Transport("timed out".into()))??;
             return self.acknowledge(resp).await;
         }
-        let response = self.request_modern(&message, &self.incoming).await?;
+        let response = self
+            .request_modern(&message, &self.incoming, HeaderMap::new())
+            .await?;
         self.forward(response).await
     }
 
@@ -825,8 +829,9 @@ impl Inner {
         &self,
         request: &Message,
         related: &mpsc::Sender<Message>,
+        mut extra: HeaderMap,
     ) -> Result<Message, ClientError> {
-        let extra: HeaderMap = modern_headers(request).into_iter().collect();
+        extra.extend(modern_headers(request));
         let resp = self.exchange(Method::POST, Some(request), extra).await?;
         self.read_answer(resp, request, None, Some(related)).await
     }
