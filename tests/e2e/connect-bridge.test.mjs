@@ -101,6 +101,13 @@ test('the server is modern-only: a legacy initialize is refused (what the bridge
   });
   assert.equal(resp.status, 400);
   assert.equal((await resp.json()).error.code, -32020);
+  // A request in a legacy version: -32022 names only 2026-07-28; no GET stream.
+  const meta = (v) => ({ 'io.modelcontextprotocol/protocolVersion': v, 'io.modelcontextprotocol/clientCapabilities': {} });
+  const old = await rawPost(url, { jsonrpc: '2.0', id: 2, method: 'tools/list', params: { _meta: meta('2025-11-25') } },
+    { 'mcp-protocol-version': '2025-11-25', 'mcp-method': 'tools/list' });
+  assert.equal(old.status, 400);
+  assert.deepEqual((await old.json()).error.data, { supported: ['2026-07-28'], requested: '2025-11-25' });
+  assert.equal((await fetch(url, { headers: { accept: 'text/event-stream' } })).status, 405);
 
   // Without the bridge, the shim forwards that initialize: the host cannot connect.
   await assert.rejects(
