@@ -23,11 +23,16 @@
 //!   so the notification is not POSTed.
 //! * When stdin closes (or on SIGTERM, through `shutdown`), in-flight
 //!   requests are dropped and the session is DELETEd.
+//! * A legacy host on a modern-only (2026-07-28) server goes through the
+//!   era bridge ([`bridge`], `--protocol`): the host's `initialize` decides,
+//!   and from then on its messages are translated instead of forwarded.
 
 pub mod auth;
+pub mod bridge;
 pub mod browser;
 pub mod oauth;
 pub mod options;
+pub mod params;
 pub mod remote;
 pub mod sse;
 pub mod stdio;
@@ -39,6 +44,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use bridge::ProtocolMode;
+use bridge::{Bridge, Initialize};
 pub use mcp_transport::client::{Authorizer, ClientConfig, Url};
 use mcp_transport::client::{Client, ClientError};
 use mcp_transport::era::{self, Era};
@@ -57,6 +64,8 @@ pub struct Options {
     pub out_queue: usize,
     /// `--transport`: Streamable HTTP, legacy HTTP+SSE, or one then the other.
     pub transport: TransportMode,
+    /// `--protocol`: whether a legacy host may be bridged to a modern server.
+    pub protocol: ProtocolMode,
 }
 
 impl Default for Options {
@@ -65,6 +74,7 @@ impl Default for Options {
             max_line_bytes: 16 * 1024 * 1024,
             out_queue: 1024,
             transport: TransportMode::default(),
+            protocol: ProtocolMode::default(),
         }
     }
 }
@@ -78,6 +88,7 @@ pub enum ConnectError {
 /// The shim: one remote endpoint, one local client.
 pub struct Shim {
     client: Arc<Remote>,
+    bridge: Arc<Bridge>,
     out_tx: mpsc::Sender<Message>,
     out_rx: mpsc::Receiver<Message>,
     options: Options,
@@ -92,14 +103,23 @@ impl Shim {
         options: Options,
     ) -> Result<Shim, ConnectError> {
         let (out_tx, out_rx) = mpsc::channel(options.out_queue.max(1));
+        let resume = config.resume;
         let client = Arc::new(Remote::new(
             config,
             authorizer,
             out_tx.clone(),
             options.transport,
         )?);
+        let bridge = Arc::new(Bridge::new(
+            client.http().clone(),
+            out_tx.clone(),
+            options.protocol,
+            options.transport,
+            resume,
+        ));
         Ok(Shim {
             client,
+            bridge,
             out_tx,
             out_rx,
             options,
@@ -119,6 +139,7 @@ impl Shim {
     {
         let Shim {
             client,
+            bridge,
             out_tx,
             out_rx,
             options,
@@ -126,8 +147,12 @@ impl Shim {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let writer = tokio::spawn(write_lines(out_rx, output, stop_rx));
         let inflight: Inflight = Arc::default();
+        let upstream = Upstream {
+            remote: client.clone(),
+            bridge: bridge.clone(),
+        };
         tokio::select! {
-            _ = read_lines(&client, &out_tx, &inflight, input, options.max_line_bytes) => {
+            _ = read_lines(&upstream, &out_tx, &inflight, input, options.max_line_bytes) => {
                 tracing::debug!("stdin closed; ending the session");
             }
             _ = shutdown => tracing::debug!("shutting down; ending the session"),
@@ -135,6 +160,7 @@ impl Shim {
         for (_, (task, _)) in lock(&inflight).drain() {
             task.abort();
         }
+        bridge.stop();
         client.close().await;
         // The writer writes what is queued, then ends (aborted tasks may
         // still hold senders for a moment: do not wait for them).
@@ -144,8 +170,14 @@ impl Shim {
     }
 }
 
+/// Where the host's messages go: the remote as they are, or the era bridge.
+struct Upstream {
+    remote: Arc<Remote>,
+    bridge: Arc<Bridge>,
+}
+
 async fn read_lines<R: AsyncRead + Unpin>(
-    client: &Arc<Remote>,
+    upstream: &Upstream,
     out: &mpsc::Sender<Message>,
     inflight: &Inflight,
     input: R,
@@ -190,16 +222,22 @@ async fn read_lines<R: AsyncRead + Unpin>(
                 continue;
             }
         };
+        let client = &upstream.remote;
+        let bridge = &upstream.bridge;
+        let bridged = bridge.takes(&message);
         match message.kind() {
+            Kind::Request if bridged => spawn_bridged(upstream, out, inflight, message),
             Kind::Request => spawn_request(client, out, inflight, message),
             Kind::Notification if message.method() == Some("notifications/cancelled") => {
                 let era = cancel(inflight, &message);
                 // A modern request is cancelled by closing its stream (done
                 // above); the 2026-07-28 transport has no client notifications.
-                if era != Some(Era::Modern) {
+                if era != Some(Era::Modern) && !bridged {
                     send_in_order(client, message).await;
                 }
             }
+            Kind::Notification if bridged => bridge.notify(message).await,
+            Kind::Response if bridged => bridge.respond(message),
             _ => send_in_order(client, message).await,
         }
     }
@@ -243,6 +281,53 @@ fn spawn_request(
         lock(&map).remove(&key);
     });
     table.insert(id, (task.abort_handle(), era));
+}
+
+/// A request the era bridge handles: the host's `initialize` (which may
+/// still go to the server as it is) or, once bridging, any request.
+fn spawn_bridged(
+    upstream: &Upstream,
+    out: &mpsc::Sender<Message>,
+    inflight: &Inflight,
+    message: Message,
+) {
+    let id = message.id_raw().unwrap_or("null").to_owned();
+    let (remote, bridge, out, map) = (
+        upstream.remote.clone(),
+        upstream.bridge.clone(),
+        out.clone(),
+        inflight.clone(),
+    );
+    let key = id.clone();
+    let mut table = lock(inflight);
+    let task = tokio::spawn(async move {
+        let method = message.method().unwrap_or_default().to_owned();
+        let sent = if method == "initialize" {
+            match bridge.initialize(&message).await {
+                Ok(Initialize::Forward) => remote.send(message).await,
+                Ok(Initialize::Answer(answer)) => {
+                    out.send(answer).await.map_err(|_| ClientError::Closed)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            bridge.request(message).await
+        };
+        if let Err(e) = sent {
+            tracing::warn!("{method} failed: {e}");
+            let _ = out
+                .send(Message::error_response(
+                    Some(&key),
+                    e.code(),
+                    &e.to_string(),
+                    None,
+                ))
+                .await;
+        }
+        lock(&map).remove(&key);
+    });
+    // Cancelling a bridged request closes its modern stream: nothing to POST.
+    table.insert(id, (task.abort_handle(), Era::Modern));
 }
 
 /// Stops waiting for the request a `notifications/cancelled` names; returns

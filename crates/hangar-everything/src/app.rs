@@ -7,7 +7,7 @@
 //! do — they return an input-required result instead (see [`crate::mrtr`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ pub struct Shared {
     next_listener: AtomicU64,
     /// Legacy connections' GET streams, for list-changed notifications.
     legacy_streams: Mutex<Vec<UnsolicitedSender>>,
+    /// `--modern-only`: `server/discover` lists only the modern versions.
+    modern_only: AtomicBool,
 }
 
 impl Shared {
@@ -96,7 +98,12 @@ impl Shared {
             listeners: Mutex::new(HashMap::new()),
             next_listener: AtomicU64::new(1),
             legacy_streams: Mutex::new(Vec::new()),
+            modern_only: Default::default(),
         })
+    }
+
+    pub fn set_modern_only(&self) {
+        self.modern_only.store(true, Ordering::Relaxed);
     }
 
     /// Sends `method` to every listener (modern) whose filter asks for it and
@@ -215,7 +222,11 @@ impl Conn {
     ) -> Result<Value, RpcError> {
         let mut result = match method {
             "server/discover" => json!({
-                "supportedVersions": era::supported_versions(),
+                "supportedVersions": if self.shared.modern_only.load(Ordering::Relaxed) {
+                    crate::modern_only::versions()
+                } else {
+                    era::supported_versions()
+                },
                 "capabilities": capabilities(true),
                 "instructions": INSTRUCTIONS,
                 "ttlMs": 0, "cacheScope": "public",

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod catalog;
 pub mod error;
+pub mod modern_only;
 pub mod mrtr;
 pub mod stdio;
 
@@ -29,6 +30,14 @@ impl Everything {
         let shared = Shared::new(identity);
         let stateless = Arc::new(Conn::new(shared.clone(), None));
         Everything { shared, stateless }
+    }
+
+    /// A server that speaks only 2026-07-28: `server/discover` lists no
+    /// legacy version. Put [`modern_only::refuse_legacy`] in front of the
+    /// transport so legacy requests are refused too.
+    pub fn modern_only(self) -> Everything {
+        self.shared.set_modern_only();
+        self
     }
 }
 

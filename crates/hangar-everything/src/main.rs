@@ -21,6 +21,10 @@ struct Args {
     /// Serve Streamable HTTP at /mcp on this address instead.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// With --listen: speak only protocol 2026-07-28 (legacy requests get
+    /// 400 -32020/-32022, GET and DELETE 405; discover lists no legacy version).
+    #[arg(long, requires = "listen")]
+    modern_only: bool,
 }
 
 #[tokio::main]
@@ -38,16 +42,26 @@ async fn main() -> anyhow::Result<()> {
         hangar_everything::stdio::serve(identity).await?;
         return Ok(());
     };
+    let mut everything = Everything::new(identity);
+    if args.modern_only {
+        everything = everything.modern_only();
+    }
     let transport = StreamableHttp::new(
-        Arc::new(Everything::new(identity)),
+        Arc::new(everything),
         ServerConfig::new(OriginPolicy::for_listener(&addr)),
     );
+    let mut router = transport.router("/mcp");
+    if args.modern_only {
+        router = router.layer(axum::middleware::from_fn(
+            hangar_everything::modern_only::refuse_legacy,
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!(
         "hangar-everything: serving MCP at http://{}/mcp",
         listener.local_addr()?
     );
-    axum::serve(listener, transport.router("/mcp"))
+    axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -1,8 +1,10 @@
-//! `hangar connect URL [--header "K: V"]… [--transport …] [--allow-http] [OAuth flags…]`
+//! `hangar connect URL [--header "K: V"]… [--transport …] [--protocol …] [--allow-http] [OAuth flags…]`
 //!
 //! The stdio shim for MCP clients that speak only stdio, to a server that
 //! speaks Streamable HTTP or the legacy HTTP+SSE transport (`--transport`,
-//! default http-first: falls back to SSE on a 4xx). Flag names follow
+//! default http-first: falls back to SSE on a 4xx). A host that speaks the
+//! legacy protocol is bridged to a server that speaks only 2026-07-28
+//! (`--protocol`, default auto: `server/discover` decides). Flag names follow
 //! mcp-remote so it is a drop-in replacement. Without an `Authorization`
 //! header, a 401 starts OAuth sign-in in the browser (`hangar_connect::auth`);
 //! tokens are kept in the OS keychain or under `$HANGAR_CONNECT_DIR` /
@@ -17,7 +19,7 @@ use hangar_connect::browser::Browser;
 use hangar_connect::oauth::ClientInfo;
 use hangar_connect::options::{parse_header, server_url};
 use hangar_connect::{ClientConfig, Url};
-use hangar_connect::{Options, Shim, TransportMode};
+use hangar_connect::{Options, ProtocolMode, Shim, TransportMode};
 use http::{HeaderName, HeaderValue};
 
 #[derive(Args)]
@@ -34,6 +36,11 @@ pub struct ConnectArgs {
     /// Which transport to try: Streamable HTTP, the legacy HTTP+SSE, or one then the other.
     #[arg(long, value_enum, default_value_t = Transport::HttpFirst)]
     transport: Transport,
+    /// Which protocol era to speak to the server for a host that sends
+    /// `initialize`: auto (ask with server/discover; bridge a server that
+    /// speaks only 2026-07-28), legacy (forward as it is), modern (always bridge).
+    #[arg(long, value_enum, default_value_t = Protocol::Auto)]
+    protocol: Protocol,
     /// Allow plain http:// to hosts that are not loopback.
     #[arg(long)]
     allow_http: bool,
@@ -68,6 +75,13 @@ enum Transport {
     SseOnly,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Auto,
+    Legacy,
+    Modern,
+}
+
 /// Reads a `JSON|@file` option and checks that it is JSON.
 fn json_option(flag: &str, value: &str) -> anyhow::Result<serde_json::Value> {
     let text = match value.strip_prefix('@') {
@@ -86,6 +100,11 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         Transport::SseFirst => TransportMode::SseFirst,
         Transport::HttpOnly => TransportMode::HttpOnly,
         Transport::SseOnly => TransportMode::SseOnly,
+    };
+    let protocol = match args.protocol {
+        Protocol::Auto => ProtocolMode::Auto,
+        Protocol::Legacy => ProtocolMode::Legacy,
+        Protocol::Modern => ProtocolMode::Modern,
     };
     let static_client = match &args.static_oauth_client_info {
         Some(v) => {
@@ -150,6 +169,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<()> {
     tracing::debug!("connecting to {}", config.url);
     let options = Options {
         transport,
+        protocol,
         ..Options::default()
     };
     let shim = Shim::new(config, authorizer, options)?;

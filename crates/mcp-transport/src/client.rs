@@ -671,6 +671,25 @@ impl Client {
         }
     }
 
+    /// Sends one modern (2026-07-28) request and returns its response
+    /// instead of forwarding it (the era bridge answers the local client
+    /// itself). The messages the server sends on the request's stream before
+    /// the response (progress, logs, subscription notifications) go to
+    /// `related`, in order. `extra` headers go with the request (beside the
+    /// mirrored ones, see [`modern_headers`]). Dropping the future closes the
+    /// stream, which the server treats as cancellation.
+    pub async fn request_modern(
+        &self,
+        request: &Message,
+        related: &mpsc::Sender<Message>,
+        extra: HeaderMap,
+    ) -> Result<Message, ClientError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(ClientError::Closed);
+        }
+        self.inner.request_modern(request, related, extra).await
+    }
+
     /// The current `Mcp-Session-Id`, if the server gave one.
     pub fn session_id(&self) -> Option<String> {
         self.inner
@@ -793,8 +812,8 @@ impl Inner {
     }
 
     async fn send_modern(self: &Arc<Self>, message: Message) -> Result<(), ClientError> {
-        let extra: HeaderMap = modern_headers(&message).into_iter().collect();
         if message.kind() != Kind::Request {
+            let extra: HeaderMap = modern_headers(&message).into_iter().collect();
             let resp = tokio::time::timeout(
                 self.config.ack_timeout,
                 self.exchange(Method::POST, Some(&message), extra),
@@ -803,9 +822,21 @@ impl Inner {
             .map_err(|_| ClientError::Transport("timed out".into()))??;
             return self.acknowledge(resp).await;
         }
-        let resp = self.exchange(Method::POST, Some(&message), extra).await?;
-        let response = self.read_answer(resp, &message, None, true).await?;
+        let response = self
+            .request_modern(&message, &self.incoming, HeaderMap::new())
+            .await?;
         self.forward(response).await
+    }
+
+    async fn request_modern(
+        &self,
+        request: &Message,
+        related: &mpsc::Sender<Message>,
+        mut extra: HeaderMap,
+    ) -> Result<Message, ClientError> {
+        extra.extend(modern_headers(request));
+        let resp = self.exchange(Method::POST, Some(request), extra).await?;
+        self.read_answer(resp, request, None, Some(related)).await
     }
 
     async fn send_legacy(self: &Arc<Self>, message: Message) -> Result<(), ClientError> {
@@ -849,7 +880,9 @@ impl Inner {
             }
             return Ok(());
         }
-        let response = self.read_answer(resp, &message, Some(&snap), true).await?;
+        let response = self
+            .read_answer(resp, &message, Some(&snap), Some(&self.incoming))
+            .await?;
         self.forward(response).await
     }
 
@@ -885,7 +918,12 @@ impl Inner {
             .await?;
         let session = resp.headers().get(SESSION_HEADER).cloned();
         let response = self
-            .read_answer(resp, message, None, forward_related)
+            .read_answer(
+                resp,
+                message,
+                None,
+                forward_related.then_some(&self.incoming),
+            )
             .await
             .map_err(|e| match e {
                 ClientError::Http { status, .. } if matches!(status, 400 | 404 | 405) => {
@@ -977,7 +1015,7 @@ impl Inner {
         resp: reqwest::Response,
         request: &Message,
         resume: Option<&Snapshot>,
-        forward_related: bool,
+        related: Option<&mpsc::Sender<Message>>,
     ) -> Result<Message, ClientError> {
         let id = request.id_raw().unwrap_or("null");
         let status = resp.status();
@@ -986,7 +1024,7 @@ impl Inner {
             return answer_from_error(status, &body, id);
         }
         if is_sse(&resp) {
-            return self.read_stream(resp, id, resume, forward_related).await;
+            return self.read_stream(resp, id, resume, related).await;
         }
         let ct = content_type(&resp);
         if !(ct.is_empty() || ct.starts_with("application/json")) || status != StatusCode::OK {
@@ -1013,7 +1051,7 @@ impl Inner {
         resp: reqwest::Response,
         id: &str,
         resume: Option<&Snapshot>,
-        forward_related: bool,
+        related: Option<&mpsc::Sender<Message>>,
     ) -> Result<Message, ClientError> {
         let limit = self.config.max_message_bytes;
         let policy = self.config.resume;
@@ -1031,8 +1069,8 @@ impl Inner {
                             {
                                 return Ok(msg);
                             }
-                            if forward_related {
-                                self.forward(msg).await?;
+                            if let Some(related) = related {
+                                related.send(msg).await.map_err(|_| ClientError::Closed)?;
                             }
                         }
                         Ok(None) => {}
