@@ -101,7 +101,8 @@ mod tests {
     fn malformed_input_responses_are_errors() {
         let s = StateSigner::new([1; 32]);
         assert!(Retry::from_params(&json!({"inputResponses": null}), &s).is_err());
-        let r = Retry::from_params(&json!({"inputResponses": {"user_name": 12345}}), &s).unwrap();
+        assert!(Retry::from_params(&json!({"inputResponses": {"user_name": 12345}}), &s).is_err());
+        let r = Retry::from_params(&json!({"inputResponses": {"user_name": {}}}), &s).unwrap();
         assert!(r.elicited("user_name").is_err());
         assert!(r.elicited("other").unwrap().is_none());
     }

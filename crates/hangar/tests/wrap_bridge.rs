@@ -193,3 +193,128 @@ async fn a_modern_server_answers_discover_itself() {
     .await;
     assert_eq!(through.result(), own.result());
 }
+
+fn tool_call(name: &str, arguments: Value) -> Value {
+    json!({"name": name, "arguments": arguments})
+}
+
+/// The text content of a tool result.
+fn text_of(result: &Value) -> String {
+    result["content"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// A sampling request of the legacy server becomes an input-required result;
+/// the retry's answer reaches the server, whose result is the retry's answer.
+/// The request state is signed, bound to its request and used once.
+#[tokio::test]
+async fn the_servers_sampling_request_round_trips_as_an_input_required_result() {
+    let wrap = wrap_server_everything();
+    let url = wrap.url("/mcp");
+    let sampling = json!({"sampling": {}});
+    let prompt = "What is the capital of France?";
+    let call = || tool_call("trigger-sampling-request", json!({"prompt": prompt}));
+
+    let first = modern(&url, 1, "tools/call", call(), sampling.clone()).await;
+    assert_eq!(first.status, 200);
+    let r = first.result();
+    assert_eq!(r["resultType"], "input_required", "{r}");
+    let requests = r["inputRequests"].as_object().expect("inputRequests");
+    assert_eq!(requests.len(), 1, "{r}");
+    let (key, asked) = requests.iter().next().unwrap();
+    assert_eq!(asked["method"], "sampling/createMessage");
+    assert!(
+        asked["params"]["messages"].to_string().contains(prompt),
+        "{asked}"
+    );
+    let state = r["requestState"].as_str().expect("requestState").to_owned();
+
+    let answer = json!({"role": "assistant", "content": {"type": "text", "text": "Paris, said the model"},
+        "model": "test-model"});
+    let retry = |id: u64, name: &str, responses: Value, state: &str| {
+        let mut params = tool_call(name, json!({"prompt": prompt}));
+        params["inputResponses"] = responses;
+        params["requestState"] = json!(state);
+        modern(&url, id, "tools/call", params, json!({"sampling": {}}))
+    };
+
+    // Tampered state, another tool, a malformed answer: refused, and the
+    // waiting request is still there for the real retry.
+    let tampered = retry(
+        2,
+        "trigger-sampling-request",
+        json!({key: answer}),
+        &format!("{state}x"),
+    )
+    .await;
+    assert_eq!(
+        tampered.response()["error"]["code"],
+        -32602,
+        "{:?}",
+        tampered.messages
+    );
+    let other = retry(3, "echo", json!({key: answer}), &state).await;
+    assert_eq!(
+        other.response()["error"]["code"],
+        -32602,
+        "{:?}",
+        other.messages
+    );
+    let malformed = retry(4, "trigger-sampling-request", json!({key: 12345}), &state).await;
+    assert_eq!(
+        malformed.response()["error"]["code"],
+        -32602,
+        "{:?}",
+        malformed.messages
+    );
+
+    let done = retry(5, "trigger-sampling-request", json!({key: answer}), &state).await;
+    assert_eq!(done.response()["id"], 5);
+    let r = done.result();
+    assert_eq!(r["resultType"], "complete", "{r}");
+    assert_ne!(r["isError"], true, "{r}");
+    assert!(text_of(r).contains("Paris, said the model"), "{r}");
+
+    // Used once.
+    let replay = retry(6, "trigger-sampling-request", json!({key: answer}), &state).await;
+    assert_eq!(
+        replay.response()["error"]["code"],
+        -32602,
+        "{:?}",
+        replay.messages
+    );
+}
+
+/// A request whose client did not declare sampling is never answered with a
+/// sampling input request: the server is told the client cannot, and its own
+/// answer to that is the result.
+#[tokio::test]
+async fn no_input_request_for_a_capability_the_client_did_not_declare() {
+    let wrap = wrap_server_everything();
+    let url = wrap.url("/mcp");
+    let a = modern(
+        &url,
+        1,
+        "tools/call",
+        tool_call("trigger-sampling-request", json!({"prompt": "hi"})),
+        json!({"elicitation": {}}),
+    )
+    .await;
+    let r = a.result();
+    assert_eq!(r["resultType"], "complete", "{r}");
+    assert!(r.get("inputRequests").is_none(), "{r}");
+    assert_eq!(r["isError"], true, "{r}");
+    assert!(text_of(r).contains("client capabilities"), "{r}");
+    assert!(
+        a.messages.iter().all(|m| m.get("method").is_none()),
+        "no request or notification may reach a modern client here: {:?}",
+        a.messages
+    );
+}

@@ -89,6 +89,12 @@ impl Retry {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(Invalid::new("inputResponses must be an object")),
         };
+        // Each answer is the result of an input request, and results are objects.
+        if let Some((key, _)) = responses.iter().find(|(_, v)| !v.is_object()) {
+            return Err(Invalid(format!(
+                "inputResponses.{key} must be an object (the result of the input request)"
+            )));
+        }
         let state = match params.get("requestState") {
             None => None,
             Some(Value::String(s)) => Some(signer.verify(s)?),
@@ -164,6 +170,7 @@ mod tests {
         let s = StateSigner::new([1; 32]);
         assert!(Retry::from_params(&json!({"inputResponses": null}), &s).is_err());
         assert!(Retry::from_params(&json!({"requestState": 5}), &s).is_err());
+        assert!(Retry::from_params(&json!({"inputResponses": {"a": 12345}}), &s).is_err());
         let r = Retry::from_params(&json!({"inputResponses": {"a": {}}}), &s).unwrap();
         assert!(r.responses.contains_key("a") && r.state.is_none());
     }

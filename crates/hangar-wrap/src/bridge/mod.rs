@@ -9,21 +9,26 @@
 //! * everything else goes to the child, and its answer comes back in modern
 //!   form ([`shape`]): `resultType`, caching hints, `serverInfo` added;
 //! * progress goes to the request's stream; log messages only when the
-//!   request asked for them (`_meta` logLevel) and at its level.
+//!   request asked for them (`_meta` logLevel) and at its level;
+//! * what the child asks its client meanwhile becomes an input-required
+//!   result, and the client's retry answers the child ([`park`]).
 
 pub mod handshake;
+pub mod park;
 pub mod shape;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mcp_transport::era::{self, meta};
-use mcp_transport::{codes, mrtr, EventSender, Kind, Message, OpenError, Session};
+use mcp_transport::mrtr::{self, StateSigner};
+use mcp_transport::{codes, EventSender, Message, OpenError, Session};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::child::Child;
 use handshake::Init;
+use park::{Call, Ctx};
 
 /// Legacy methods the modern era removed: a modern request for one is
 /// "method not found", never a call the legacy child would happily answer.
@@ -44,6 +49,10 @@ pub struct Bridge {
     init: Init,
     /// The `server/discover` result, raw JSON (it never changes).
     discover: String,
+    /// Signs the request states that name parked calls.
+    signer: StateSigner,
+    /// Calls waiting for their clients' answers, by name ([`park`]).
+    parked: Mutex<HashMap<String, park::Parked>>,
 }
 
 impl Bridge {
@@ -55,6 +64,8 @@ impl Bridge {
             child,
             init,
             discover,
+            signer: StateSigner::random(),
+            parked: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -62,7 +73,7 @@ impl Bridge {
         &self.child
     }
 
-    async fn request(&self, request: Message, events: EventSender) -> Message {
+    async fn request(self: &Arc<Self>, request: Message, events: EventSender) -> Message {
         let id = request.id_raw().unwrap_or("null").to_owned();
         let method = request.method().unwrap_or_default().to_owned();
         match method.as_str() {
@@ -77,61 +88,16 @@ impl Bridge {
                 &format!("Method not found: {m} (protocol {})", era::LATEST),
                 None,
             ),
-            _ => self.forward(request, &id, &method, events).await,
-        }
-    }
-
-    /// Sends a request to the child and relays what belongs to it until the
-    /// answer comes.
-    async fn forward(
-        &self,
-        request: Message,
-        id: &str,
-        method: &str,
-        events: EventSender,
-    ) -> Message {
-        let wanted_logs = request
-            .meta_field(meta::LOG_LEVEL)
-            .and_then(|raw| serde_json::from_str::<String>(&raw).ok())
-            .and_then(|level| era::log_level_rank(&level));
-        let key = self.child.attach(None);
-        let (tx, mut rx) = mpsc::channel(EVENTS_PER_REQUEST);
-        let may_ask = mrtr::METHODS.contains(&method);
-        let call = self.child.request_as(key, request, tx, may_ask);
-        tokio::pin!(call);
-        let mut open = true;
-        let answer = loop {
-            tokio::select! {
-                biased;
-                event = rx.recv(), if open => match event {
-                    Some(event) if event.kind() == Kind::Request => self.refuse(key, &event).await,
-                    Some(event) => relay(event, wanted_logs, &events).await,
-                    None => open = false,
-                },
-                answer = &mut call => break answer,
+            _ => {
+                let ctx = Ctx::of(&request, events);
+                if mrtr::METHODS.contains(&method.as_str()) {
+                    self.call(request, ctx).await
+                } else {
+                    let call = Call::start(&self.child, request);
+                    self.drive(call, &ctx).await
+                }
             }
-        };
-        while let Ok(event) = rx.try_recv() {
-            relay(event, wanted_logs, &events).await;
         }
-        self.child.detach(key);
-        shape::modern_answer(&answer, id, method, &self.init.server_info)
-    }
-
-    /// Answers a server→client request the bridge cannot put to a client.
-    async fn refuse(&self, key: crate::SessionKey, request: &Message) {
-        let Some(id) = request.id_raw() else { return };
-        tracing::warn!(
-            method = request.method().unwrap_or_default(),
-            "refusing a request from the MCP server: a modern client cannot be asked it"
-        );
-        let refusal = Message::error_response(
-            Some(id),
-            codes::METHOD_NOT_FOUND,
-            "hangar wrap cannot put this request to a modern (2026-07-28) client",
-            None,
-        );
-        self.child.respond(key, refusal).await;
     }
 }
 
