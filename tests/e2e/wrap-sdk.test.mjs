@@ -528,3 +528,25 @@ test('a modern client answers the legacy server\'s sampling and elicitation requ
   assert.match(textOf(elicited), /Ada Lovelace/);
   assert.ok(asked.some((r) => r.method === 'elicitation/create'), 'the client was never asked to fill a form');
 });
+
+test('a modern client\'s subscriptions/listen gets the legacy server\'s resource updates', { timeout: TEST_TIMEOUT }, async (t) => {
+  const wrap = await startWrap(t);
+  const client = await connectModern(t, wrap.url);
+  const { resources } = await within(10_000, 'resources/list', client.listResources());
+  assert.ok(resources.length > 0, 'server-everything lists no resources');
+  const uri = resources[0].uri;
+
+  const updated = [];
+  client.setNotificationHandler('notifications/resources/updated', (n) => { updated.push(n.params.uri); });
+  const subscription = await within(10_000, 'subscriptions/listen', client.listen({ resourceSubscriptions: [uri] }));
+  t.after(() => subscription.close().catch(() => {}));
+  assert.deepEqual(subscription.honoredFilter.resourceSubscriptions, [uri]);
+
+  // server-everything sends updates for subscribed resources once this is on.
+  const toggled = await within(10_000, 'toggle-subscriber-updates', client.callTool({ name: 'toggle-subscriber-updates', arguments: {} }));
+  assert.notEqual(toggled.isError, true, JSON.stringify(toggled));
+  const deadline = Date.now() + 10_000;
+  while (!updated.includes(uri) && Date.now() < deadline) await sleep(50);
+  assert.ok(updated.includes(uri), `no notifications/resources/updated for ${uri} within 10 s (got ${JSON.stringify(updated)})`);
+  assert.ok(updated.every((u) => u === uri), `updates for resources not subscribed: ${JSON.stringify(updated)}`);
+});

@@ -86,6 +86,8 @@ pub struct Child {
     next_id: AtomicU64,
     next_session: AtomicU64,
     alive: AtomicBool,
+    /// Wakes whoever waits in [`Child::exited`].
+    gone: tokio::sync::Notify,
     process: Mutex<Option<Process>>,
     pid: Option<u32>,
     /// Several clients share this child: their progress tokens may collide,
@@ -125,6 +127,7 @@ impl Child {
             next_id: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
             alive: AtomicBool::new(true),
+            gone: tokio::sync::Notify::new(),
             pid: process.id(),
             process: Mutex::new(Some(process)),
             shared,
@@ -137,6 +140,25 @@ impl Child {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the process has exited or been stopped.
+    pub async fn exited(&self) {
+        loop {
+            // Registered before the check, so an exit in between still wakes us.
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if !self.is_alive() {
+                return;
+            }
+            gone.await;
+        }
+    }
+
+    fn mark_gone(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.gone.notify_waiters();
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -296,7 +318,7 @@ impl Child {
         {
             let _ = process.kill().await;
         }
-        self.alive.store(false, Ordering::SeqCst);
+        self.mark_gone();
     }
 
     /// Sends `notifications/cancelled` for a request that will not be awaited.
@@ -450,7 +472,7 @@ impl Child {
 
     /// The child is gone: every pending request gets an error now.
     fn fail_all(&self, why: &str) {
-        self.alive.store(false, Ordering::SeqCst);
+        self.mark_gone();
         let pending: Vec<Pending> = self.routes().pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             let _ = p.reply.send(exited_error(&p.original_id, why));

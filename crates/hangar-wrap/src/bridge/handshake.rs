@@ -66,7 +66,7 @@ pub async fn probe(child: &Child) -> Probe {
     let (events, _) = mpsc::channel(1);
     let answer = tokio::time::timeout(
         PROBE_TIMEOUT,
-        child.request(key, Message::from_value(&request), events),
+        child.request_as(key, Message::from_value(&request), events, false),
     )
     .await;
     child.detach(key);
@@ -104,7 +104,7 @@ pub async fn initialize(child: &Child) -> Result<Init, OpenError> {
     let (events, _) = mpsc::channel(1);
     let answer = tokio::time::timeout(
         INITIALIZE_TIMEOUT,
-        child.request(key, Message::from_value(&request), events),
+        child.request_as(key, Message::from_value(&request), events, false),
     )
     .await;
     child.detach(key);

@@ -11,9 +11,12 @@
 //! * progress goes to the request's stream; log messages only when the
 //!   request asked for them (`_meta` logLevel) and at its level;
 //! * what the child asks its client meanwhile becomes an input-required
-//!   result, and the client's retry answers the child ([`park`]).
+//!   result, and the client's retry answers the child ([`park`]);
+//! * `subscriptions/listen` relays the child's change notifications and
+//!   resource updates ([`listen`]).
 
 pub mod handshake;
+pub mod listen;
 pub mod park;
 pub mod shape;
 
@@ -26,7 +29,7 @@ use mcp_transport::mrtr::{self, StateSigner};
 use mcp_transport::{codes, EventSender, Message, OpenError, Session};
 use serde_json::{json, Value};
 
-use crate::child::Child;
+use crate::child::{Child, SessionKey};
 use handshake::Init;
 use park::{Call, Ctx};
 
@@ -53,6 +56,10 @@ pub struct Bridge {
     signer: StateSigner,
     /// Calls waiting for their clients' answers, by name ([`park`]).
     parked: Mutex<HashMap<String, park::Parked>>,
+    /// The bridge's own session on the child: its requests, and what the
+    /// child sends outside any request.
+    own: SessionKey,
+    listeners: Mutex<listen::Listeners>,
 }
 
 impl Bridge {
@@ -60,13 +67,19 @@ impl Bridge {
     pub async fn open(child: Arc<Child>) -> Result<Arc<Bridge>, OpenError> {
         let init = handshake::initialize(&child).await?;
         let discover = discover_result(&init).to_string();
-        Ok(Arc::new(Bridge {
+        let (unsolicited, rx) = listen::unsolicited();
+        let own = child.attach(Some(unsolicited));
+        let bridge = Arc::new(Bridge {
             child,
             init,
             discover,
             signer: StateSigner::random(),
             parked: Mutex::new(HashMap::new()),
-        }))
+            own,
+            listeners: Mutex::new(listen::Listeners::default()),
+        });
+        tokio::spawn(listen::relay_unsolicited(Arc::downgrade(&bridge), rx));
+        Ok(bridge)
     }
 
     pub fn child(&self) -> &Arc<Child> {
@@ -82,7 +95,8 @@ impl Bridge {
                 self.discover
             ))
             .unwrap_or_else(|_| internal_error(&id, "could not build the discover result")),
-            m if RETIRED.contains(&m) || m == "subscriptions/listen" => Message::error_response(
+            "subscriptions/listen" => self.listen(&request, events).await,
+            m if RETIRED.contains(&m) => Message::error_response(
                 Some(&id),
                 codes::METHOD_NOT_FOUND,
                 &format!("Method not found: {m} (protocol {})", era::LATEST),
@@ -128,14 +142,6 @@ fn discover_result(init: &Init) -> Value {
     if let Some(caps) = capabilities.as_object_mut() {
         // Legacy tasks are not the modern tasks extension.
         caps.remove("tasks");
-        // Changes and resource updates reach modern clients only through
-        // subscriptions/listen, which the bridge does not offer yet.
-        for list in ["tools", "prompts", "resources"] {
-            if let Some(c) = caps.get_mut(list).and_then(Value::as_object_mut) {
-                c.remove("listChanged");
-                c.remove("subscribe");
-            }
-        }
     }
     let server_info: Value = serde_json::from_str(&init.server_info).unwrap_or(Value::Null);
     let mut result = json!({

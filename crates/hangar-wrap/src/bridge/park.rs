@@ -201,7 +201,7 @@ impl Drain {
 }
 
 /// Answers a question of the child's with an error.
-async fn refuse(child: &Child, key: SessionKey, question: &Message, why: &str) {
+pub(super) async fn refuse(child: &Child, key: SessionKey, question: &Message, why: &str) {
     let Some(id) = question.id_raw() else { return };
     tracing::warn!(
         method = question.method().unwrap_or_default(),
