@@ -221,6 +221,11 @@ async fn deny(child: &Child, key: SessionKey, id: &str, why: &str) {
     child.respond(key, refusal).await;
 }
 
+/// A fault of the bridge itself (never expected), as -32603.
+fn internal(ctx: &Ctx, why: &str) -> Message {
+    Message::error_response(Some(&ctx.id), codes::INTERNAL_ERROR, why, None)
+}
+
 fn invalid(ctx: &Ctx, why: &str) -> Message {
     Message::error_response(
         Some(&ctx.id),
@@ -258,6 +263,18 @@ impl Bridge {
     /// answer, in modern form) or asks the client (an input-required result).
     pub(super) async fn drive(self: &Arc<Self>, mut call: Call, ctx: &Ctx) -> Message {
         loop {
+            if !call.asks.is_empty() && call.task.is_finished() {
+                // The child answered without waiting for these any more.
+                for ask in std::mem::take(&mut call.asks) {
+                    deny(
+                        &call.child,
+                        call.key,
+                        &ask.id,
+                        "the request has been answered",
+                    )
+                    .await;
+                }
+            }
             if !call.asks.is_empty() {
                 // Questions sent together are asked together.
                 while let Some(Ok(event)) = call.events.as_mut().map(|e| e.try_recv()) {
@@ -267,7 +284,7 @@ impl Bridge {
             }
             let step = {
                 let Some(events) = call.events.as_mut() else {
-                    return invalid(ctx, "internal: a call without its events");
+                    return internal(ctx, "the bridge lost track of the request");
                 };
                 tokio::select! {
                     biased;
@@ -279,10 +296,16 @@ impl Bridge {
                 Step::Event(Some(event)) => self.take(&mut call, event, ctx).await,
                 Step::Event(None) => call.events_open = false,
                 Step::Answer(answer) => {
-                    // What the child sent before its answer is already queued.
+                    // What the child sent before its answer is already queued;
+                    // a question it can no longer be waiting on is refused.
                     while let Some(Ok(event)) = call.events.as_mut().map(|e| e.try_recv()) {
-                        if event.kind() == Kind::Notification {
-                            relay(event, ctx.wanted_logs, &ctx.events).await;
+                        match event.kind() {
+                            Kind::Notification => relay(event, ctx.wanted_logs, &ctx.events).await,
+                            Kind::Request => {
+                                let why = "the request it was for has been answered";
+                                refuse(&call.child, call.key, &event, why).await
+                            }
+                            Kind::Response => {}
                         }
                     }
                     let answer = answer.unwrap_or_else(|_| {
@@ -370,7 +393,7 @@ impl Bridge {
             })
             .collect();
         let Some(events) = call.events.take() else {
-            return invalid(ctx, "internal: a call without its events");
+            return internal(ctx, "the bridge lost track of the request");
         };
         let name = random_name();
         let state = self.signer.sign(&json!({ "call": name }));
@@ -423,7 +446,7 @@ impl Bridge {
         );
         match Message::parse(text) {
             Ok(response) => shape::modern_answer(&response, &ctx.id, "", &self.init.server_info),
-            Err(_) => invalid(ctx, "internal: the server's question is not valid JSON"),
+            Err(_) => internal(ctx, "the MCP server's question is not valid JSON"),
         }
     }
 
@@ -458,7 +481,7 @@ impl Bridge {
         let mut call = parked.call;
         let (events, questions) = match parked.drain.finish().await {
             Ok(finished) => finished,
-            Err(_) => return invalid(&ctx, "internal: the parked request was lost"),
+            Err(_) => return internal(&ctx, "the bridge lost track of the request"),
         };
         call.events = Some(events);
         for ask in std::mem::take(&mut call.asks) {
