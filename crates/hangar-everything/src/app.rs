@@ -26,21 +26,6 @@ const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest `sleep` accepts.
 const MAX_SLEEP_MS: u64 = 10 * 60 * 1000;
 
-const LOG_LEVELS: &[&str] = &[
-    "debug",
-    "info",
-    "notice",
-    "warning",
-    "error",
-    "critical",
-    "alert",
-    "emergency",
-];
-
-fn level_rank(level: &str) -> Option<usize> {
-    LOG_LEVELS.iter().position(|l| *l == level)
-}
-
 /// Who Hangar says is calling: from the environment (a per-user instance),
 /// or, when Hangar started this server as a shared instance
 /// (`HANGAR_IDENTITY=request`), from each request's
@@ -93,7 +78,7 @@ impl Shared {
     pub fn new(identity: Identity) -> Arc<Shared> {
         Arc::new(Shared {
             server_info: json!({"name": "hangar-everything", "version": env!("CARGO_PKG_VERSION")}),
-            signer: StateSigner::new(rand_key()),
+            signer: StateSigner::random(),
             identity,
             listeners: Mutex::new(HashMap::new()),
             next_listener: AtomicU64::new(1),
@@ -126,10 +111,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn rand_key() -> [u8; 32] {
-    rand::random()
 }
 
 /// Legacy per-connection state.
@@ -258,7 +239,7 @@ impl Conn {
             "ping" => Ok(json!({})),
             "logging/setLevel" => {
                 let level = ctx.str_param("level")?;
-                let rank = level_rank(level)
+                let rank = era::log_level_rank(level)
                     .ok_or_else(|| RpcError::invalid_params("unknown log level"))?;
                 *lock(&self.legacy.log_level) = Some(rank);
                 Ok(json!({}))
@@ -325,11 +306,11 @@ impl Conn {
         let wanted = if ctx.modern {
             ctx.meta(meta::LOG_LEVEL)
                 .and_then(Value::as_str)
-                .and_then(level_rank)
+                .and_then(era::log_level_rank)
         } else {
             Some(lock(&self.legacy.log_level).unwrap_or(0))
         };
-        if wanted.is_some_and(|min| level_rank(level).unwrap_or(0) >= min) {
+        if wanted.is_some_and(|min| era::log_level_rank(level).unwrap_or(0) >= min) {
             ctx.notify(
                 "notifications/message",
                 json!({"level": level, "logger": "hangar-everything", "data": data}),

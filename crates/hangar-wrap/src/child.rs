@@ -62,6 +62,10 @@ struct Pending {
     progress_token: Option<String>,
     /// The client's own token when we replaced it (shared children only).
     original_token: Option<String>,
+    /// Whether a server→client request may be this request's doing. Modern
+    /// requests other than `tools/call`, `prompts/get` and `resources/read`
+    /// cannot be answered with input requests, so nothing is attributed to them.
+    may_ask: bool,
 }
 
 #[derive(Default)]
@@ -82,6 +86,8 @@ pub struct Child {
     next_id: AtomicU64,
     next_session: AtomicU64,
     alive: AtomicBool,
+    /// Wakes whoever waits in [`Child::exited`].
+    gone: tokio::sync::Notify,
     process: Mutex<Option<Process>>,
     pid: Option<u32>,
     /// Several clients share this child: their progress tokens may collide,
@@ -121,6 +127,7 @@ impl Child {
             next_id: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
             alive: AtomicBool::new(true),
+            gone: tokio::sync::Notify::new(),
             pid: process.id(),
             process: Mutex::new(Some(process)),
             shared,
@@ -133,6 +140,25 @@ impl Child {
 
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the process has exited or been stopped.
+    pub async fn exited(&self) {
+        loop {
+            // Registered before the check, so an exit in between still wakes us.
+            let gone = self.gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if !self.is_alive() {
+                return;
+            }
+            gone.await;
+        }
+    }
+
+    fn mark_gone(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.gone.notify_waiters();
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -166,6 +192,18 @@ impl Child {
         request: Message,
         events: EventSender,
     ) -> Message {
+        self.request_as(session, request, events, true).await
+    }
+
+    /// [`Child::request`], saying whether server→client requests the child
+    /// sends meanwhile may belong to this request (`may_ask`).
+    pub async fn request_as(
+        &self,
+        session: SessionKey,
+        request: Message,
+        events: EventSender,
+        may_ask: bool,
+    ) -> Message {
         let original_id = request.id_raw().unwrap_or("null").to_owned();
         if !self.is_alive() {
             return exited_error(&original_id, "the MCP server process has exited");
@@ -192,6 +230,7 @@ impl Child {
                     events,
                     progress_token,
                     original_token,
+                    may_ask,
                 },
             );
         }
@@ -279,7 +318,7 @@ impl Child {
         {
             let _ = process.kill().await;
         }
-        self.alive.store(false, Ordering::SeqCst);
+        self.mark_gone();
     }
 
     /// Sends `notifications/cancelled` for a request that will not be awaited.
@@ -316,17 +355,19 @@ impl Child {
     }
 
     /// The request most likely related to a message with no explicit link:
-    /// the most recent one still in flight.
+    /// the most recent one still in flight (for a server→client request,
+    /// `asking`, only among those that may ask).
     ///
     /// When requests of more than one session are in flight on a shared
     /// child the answer is unknowable, and guessing could hand one user's
     /// prompt to another, so this is `Ambiguous` instead.
-    fn latest_pending(&self) -> Related {
+    fn latest_pending(&self, asking: bool) -> Related {
         let routes = self.routes();
-        let Some((_, newest)) = routes.pending.iter().max_by_key(|(id, _)| **id) else {
+        let candidates = || routes.pending.iter().filter(|(_, p)| !asking || p.may_ask);
+        let Some((_, newest)) = candidates().max_by_key(|(id, _)| **id) else {
             return Related::None;
         };
-        if routes.pending.values().any(|p| p.session != newest.session) {
+        if candidates().any(|(_, p)| p.session != newest.session) {
             return Related::Ambiguous;
         }
         Related::Request(newest.session, newest.events.clone())
@@ -334,7 +375,7 @@ impl Child {
 
     async fn route_server_request(&self, message: Message) {
         let id = message.id_raw().unwrap_or("null").to_owned();
-        let target = match self.latest_pending() {
+        let target = match self.latest_pending(true) {
             Related::Request(session, events) => Some((session, Some(events))),
             Related::Ambiguous => None,
             // No request in flight: the session's GET stream, if there is
@@ -406,7 +447,7 @@ impl Child {
             }
         }
         if method == "notifications/message" {
-            match self.latest_pending() {
+            match self.latest_pending(false) {
                 Related::Request(_, events) => {
                     let _ = events.send(message).await;
                     return;
@@ -431,7 +472,7 @@ impl Child {
 
     /// The child is gone: every pending request gets an error now.
     fn fail_all(&self, why: &str) {
-        self.alive.store(false, Ordering::SeqCst);
+        self.mark_gone();
         let pending: Vec<Pending> = self.routes().pending.drain().map(|(_, p)| p).collect();
         for p in pending {
             let _ = p.reply.send(exited_error(&p.original_id, why));

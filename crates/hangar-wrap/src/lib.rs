@@ -4,7 +4,12 @@
 //! gets its own child process (servers keep per-connection state), or all
 //! share one (`shared_child`); modern stateless requests go to one child
 //! kept for them. [`child`] holds the process and the id-rewriting mux.
+//!
+//! The kept child is asked which era it speaks when it starts: a modern
+//! server gets modern requests untouched; a legacy-only one gets one legacy
+//! session, opened by the wrap, behind every modern request ([`bridge`]).
 
+pub mod bridge;
 pub mod child;
 
 use std::sync::Arc;
@@ -15,6 +20,8 @@ use mcp_transport::{
 };
 use tokio::sync::Mutex;
 
+use bridge::handshake::Probe;
+use bridge::{Bridge, BridgeSession};
 pub use child::{Child, Launch, SessionKey};
 
 /// How `hangar wrap` runs its server.
@@ -25,10 +32,30 @@ pub struct WrapConfig {
     pub shared_child: bool,
 }
 
+/// The child kept for modern requests, and how it is spoken to.
+#[derive(Clone)]
+enum Kept {
+    /// It speaks the modern era: requests pass through untouched.
+    Modern(Arc<Child>),
+    /// It speaks only the legacy era: the bridge serves modern requests.
+    Bridged(Arc<Bridge>),
+}
+
+impl Kept {
+    fn child(&self) -> &Arc<Child> {
+        match self {
+            Kept::Modern(child) => child,
+            Kept::Bridged(bridge) => bridge.child(),
+        }
+    }
+}
+
 pub struct Wrap {
     config: WrapConfig,
-    /// The shared child (`shared_child`), or the one answering modern requests.
+    /// The child every legacy session shares (`shared_child`).
     common: Mutex<Option<Arc<Child>>>,
+    /// The child answering modern requests.
+    modern: Mutex<Option<Kept>>,
     /// Every per-session child, so shutdown can end them.
     children: std::sync::Mutex<Vec<std::sync::Weak<Child>>>,
 }
@@ -38,6 +65,7 @@ impl Wrap {
         Wrap {
             config,
             common: Mutex::new(None),
+            modern: Mutex::new(None),
             children: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -62,6 +90,36 @@ impl Wrap {
         *common = Some(child.clone());
         Ok(child)
     }
+
+    /// The child kept for modern requests, started (again) and probed if it
+    /// is not running. Concurrent first requests wait for one start.
+    async fn kept_child(&self) -> Result<Kept, OpenError> {
+        let mut kept = self.modern.lock().await;
+        if let Some(k) = kept.as_ref().filter(|k| k.child().is_alive()) {
+            return Ok(k.clone());
+        }
+        let child = self.spawn(true)?;
+        let started = match bridge::handshake::probe(&child).await {
+            Probe::Modern => Kept::Modern(child),
+            Probe::Legacy => {
+                // Some servers exit on any request before `initialize`.
+                let child = if child.is_alive() {
+                    child
+                } else {
+                    self.spawn(true)?
+                };
+                match Bridge::open(child.clone()).await {
+                    Ok(bridge) => Kept::Bridged(bridge),
+                    Err(e) => {
+                        child.stop().await;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        *kept = Some(started.clone());
+        Ok(started)
+    }
 }
 
 #[async_trait]
@@ -81,13 +139,17 @@ impl Service for Wrap {
     }
 
     async fn stateless(&self, _ctx: &RequestContext) -> Result<Arc<dyn Session>, OpenError> {
-        let child = self.common_child().await?;
-        let key = child.attach(None);
-        Ok(Arc::new(ChildSession {
-            child,
-            key,
-            owned: false,
-        }))
+        match self.kept_child().await? {
+            Kept::Modern(child) => {
+                let key = child.attach(None);
+                Ok(Arc::new(ChildSession {
+                    child,
+                    key,
+                    owned: false,
+                }))
+            }
+            Kept::Bridged(bridge) => Ok(Arc::new(BridgeSession(bridge))),
+        }
     }
 
     async fn shutdown(&self) {

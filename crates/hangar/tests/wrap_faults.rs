@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 
 /// The legacy protocol version the tests speak.
 const VERSION: &str = "2025-11-25";
+/// The modern protocol version.
+const MODERN: &str = "2026-07-28";
 /// The longest any single HTTP exchange may take in these tests.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -242,6 +244,27 @@ impl Peer {
         Reply::read(req.send().await.expect("DELETE")).await
     }
 
+    /// A modern (2026-07-28) request: `params` with the `_meta` and the
+    /// headers that era requires, no session.
+    fn modern_post(&self, id: Value, method: &str, mut params: Value) -> reqwest::RequestBuilder {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.post_with(&[("mcp-protocol-version", MODERN), ("mcp-method", method)])
+            .body(body.to_string())
+    }
+
+    async fn modern(&self, id: Value, method: &str, params: Value) -> Reply {
+        let resp = self
+            .modern_post(id, method, params)
+            .send()
+            .await
+            .expect("POST");
+        Reply::read(resp).await
+    }
+
     /// Opens the session's standalone SSE stream (GET).
     async fn listen(&self) -> SseStream {
         let session = self.session.as_deref().expect("a session");
@@ -316,6 +339,11 @@ impl SseStream {
 ///   (and `<EOF>` when its stdin closes), and answers every request other
 ///   than `initialize` with a fixed reply full of unknown fields.
 ///
+/// * `legacy`: `record`, as a legacy-only server with resource subscriptions:
+///   `server/discover` is "method not found".
+/// * `picky`: `legacy`, but exits on any request before `initialize` (some
+///   servers do).
+///
 /// In every mode the method `vendor/trigger` first makes the server send an
 /// unknown notification of its own, and `vendor/never` is never answered.
 const FIXTURE: &str = r#"
@@ -336,6 +364,8 @@ def log(raw):
 if mode == "exit":
     sys.exit(0)
 
+initialized = False
+
 while True:
     raw = sys.stdin.buffer.readline()
     if not raw:
@@ -350,12 +380,21 @@ while True:
     if "id" not in msg or "method" not in msg:
         continue
     method = msg["method"]
+    if mode == "picky" and method != "initialize" and not initialized:
+        os._exit(1)
+    if mode in ("legacy", "picky") and method == "server/discover":
+        send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "Method not found"}}))
+        continue
     if mode == "noise":
         send("this is not JSON: a chatty server printing to stdout")
     if method == "initialize":
+        initialized = True
+        capabilities = {"tools": {}}
+        if mode in ("legacy", "picky"):
+            capabilities = {"tools": {"listChanged": True}, "resources": {"subscribe": True}}
         send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
             "protocolVersion": msg["params"]["protocolVersion"],
-            "capabilities": {"tools": {}},
+            "capabilities": capabilities,
             "serverInfo": {"name": "fixture-" + mode, "version": "0"}}}))
         continue
     if mode == "crash" and method == "tools/call":
@@ -364,7 +403,7 @@ while True:
         continue
     if method == "vendor/trigger":
         send('{"jsonrpc":"2.0","method":"notifications/vendor.example/ping","params":{"_meta":{"vendor.example/n":1.50},"payload" : "hi"}}')
-    if mode == "record":
+    if mode in ("record", "legacy", "picky"):
         send('{"jsonrpc":"2.0","id":%s,"result":{"_meta":{"vendor.example/trace":"t-1"},"unknownField":[1,2.50,{"z":null}]} ,"vendorExtra":true}' % json.dumps(msg["id"]))
     else:
         send(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {
@@ -1178,4 +1217,130 @@ async fn session_limit_gets_503_with_retry_after() {
     // Ending a session makes room.
     assert_eq!(first.delete().await.status, StatusCode::OK);
     Peer::new(&wrap).initialize().await;
+}
+
+// ---------------------------------------------------------------------------
+// The era bridge: modern requests to a legacy-only server.
+
+/// The methods of the recorded lines, in order.
+fn methods(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["method"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn bridge_opens_one_legacy_session_and_subscribes_only_while_listened() {
+    let dir = scratch_dir("bridge");
+    let log = dir.join("received.jsonl");
+    let wrap = start_fixture(&[], &fixture_command(&dir, "legacy", Some(&log)));
+    let peer = Peer::new(&wrap);
+
+    for id in [1, 2] {
+        let reply = peer.modern(json!(id), "tools/list", json!({})).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let r = reply.response();
+        assert_eq!(r["id"], json!(id));
+        assert_eq!(r["result"]["resultType"], "complete", "{r}");
+        // What the server said is all still there.
+        assert_eq!(
+            r["result"]["unknownField"],
+            json!([1, 2.5, {"z": null}]),
+            "{r}"
+        );
+        assert_eq!(r["result"]["_meta"]["vendor.example/trace"], "t-1", "{r}");
+    }
+
+    let uri = "test://watched";
+    let resp = peer
+        .modern_post(
+            json!("listen-1"),
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true, "resourceSubscriptions": [uri]}}),
+        )
+        .timeout(Duration::from_secs(3600))
+        .send()
+        .await
+        .expect("POST subscriptions/listen");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = SseStream {
+        resp,
+        buf: String::new(),
+    };
+    let ack = stream
+        .next_matching(Duration::from_secs(10), |d| d.contains("acknowledged"))
+        .await;
+    let ack: Value = serde_json::from_str(&ack).expect("the ack is JSON");
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true, "resourceSubscriptions": [uri]})
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "listen-1"
+    );
+    let subscribed = |lines: &[String], method: &str| {
+        lines.iter().any(|l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["method"] == method && v["params"]["uri"] == uri)
+        })
+    };
+    assert!(subscribed(&recorded(&log), "resources/subscribe"));
+
+    // The client goes away: nobody listens to the resource any more.
+    drop(stream);
+    eventually(Duration::from_secs(10), "resources/unsubscribe", || {
+        subscribed(&recorded(&log), "resources/unsubscribe")
+    })
+    .await;
+
+    let got = recorded(&log);
+    assert_eq!(
+        methods(&got),
+        [
+            "server/discover",
+            "initialize",
+            "notifications/initialized",
+            "tools/list",
+            "tools/list",
+            "resources/subscribe",
+            "resources/unsubscribe",
+        ],
+        "{got:#?}"
+    );
+    let init: Value = serde_json::from_str(&got[1]).expect("initialize is JSON");
+    assert_eq!(init["params"]["protocolVersion"], VERSION);
+    for capability in ["sampling", "elicitation", "roots"] {
+        assert!(
+            init["params"]["capabilities"][capability].is_object(),
+            "the bridge declares {capability}: {init}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bridge_starts_again_a_server_that_exits_on_the_probe() {
+    let dir = scratch_dir("picky");
+    let log = dir.join("received.jsonl");
+    let wrap = start_fixture(&[], &fixture_command(&dir, "picky", Some(&log)));
+    let peer = Peer::new(&wrap);
+    let reply = peer.modern(json!(1), "tools/list", json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.response()["result"]["resultType"],
+        "complete",
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        methods(&recorded(&log)),
+        [
+            "server/discover",
+            "initialize",
+            "notifications/initialized",
+            "tools/list"
+        ]
+    );
 }

@@ -32,6 +32,25 @@ pub mod meta {
     pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 }
 
+/// Log levels, least severe first (the syslog names MCP uses). A log message
+/// goes out when its level ranks at or above the level asked for
+/// (`logging/setLevel` in the legacy era, `_meta` logLevel in the modern).
+pub const LOG_LEVELS: &[&str] = &[
+    "debug",
+    "info",
+    "notice",
+    "warning",
+    "error",
+    "critical",
+    "alert",
+    "emergency",
+];
+
+/// The rank of a log level in [`LOG_LEVELS`], `None` for an unknown one.
+pub fn log_level_rank(level: &str) -> Option<usize> {
+    LOG_LEVELS.iter().position(|l| *l == level)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
     Legacy,

@@ -1,5 +1,6 @@
 //! The MCP protocol layer shared by every Hangar component: the JSON-RPC
-//! envelope ([`message`]), protocol eras ([`era`]), SSE encoding ([`sse`]),
+//! envelope ([`message`]), protocol eras ([`era`]), multi-round-trip
+//! requests ([`mrtr`]), SSE encoding ([`sse`]),
 //! request guards ([`guard`]) and the Streamable HTTP server half
 //! ([`server`]) behind the [`service::Service`] seam, and (feature `client`)
 //! the client half (`client`).
@@ -11,6 +12,7 @@ pub mod guard;
 pub mod lines;
 pub mod listen;
 pub mod message;
+pub mod mrtr;
 pub mod server;
 pub mod service;
 pub mod sse;

@@ -136,17 +136,42 @@ pub fn start_everything_http() -> Running {
     Running { child, addr }
 }
 
+/// `@modelcontextprotocol/server-everything` (pinned in tests/peers), run
+/// with Node 22 over stdio: the legacy-only reference server.
+pub fn server_everything_command() -> Vec<String> {
+    let script =
+        peers_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    vec![
+        node_bin().display().to_string(),
+        script.display().to_string(),
+        "stdio".to_owned(),
+    ]
+}
+
 /// Runs the official MCP conformance suite (`@modelcontextprotocol/conformance`,
 /// pinned in tests/peers) against `url` for one requirement set; panics with
 /// its report unless every scored scenario passes.
 pub fn run_conformance(url: &str, requirements: &str) {
+    run_conformance_with(url, requirements, None)
+}
+
+/// [`run_conformance`] with a baseline of expected failures (the suite's
+/// `--expected-failures` YAML, relative to the repository root): the run fails
+/// on any failure the baseline does not list and on any entry that now passes.
+pub fn run_conformance_with(url: &str, requirements: &str, baseline: Option<&str>) {
     let peers = peers_dir();
     let node = node_bin();
     let cli = peers.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
     let out_dir = TempDir::new("conformance");
-    let output = Command::new(&node)
-        .arg(&cli)
-        .args(["server", "--url", url, "--requirements", requirements, "-o"])
+    let mut cmd = Command::new(&node);
+    cmd.arg(&cli)
+        .args(["server", "--url", url, "--requirements", requirements]);
+    if let Some(baseline) = baseline {
+        cmd.arg("--expected-failures")
+            .arg(repo_root().join(baseline));
+    }
+    let output = cmd
+        .arg("-o")
         .arg(out_dir.path())
         .env(
             "PATH",
