@@ -16,8 +16,10 @@ pub enum Line {
 }
 
 /// Reads one newline-terminated line into `buf`, keeping at most `max`
-/// bytes: a longer line is consumed and reported, and reading goes on with
-/// the next one (so one bad line cannot end the session).
+/// bytes of it (one more while reading, for the CR of a CRLF, which is the
+/// line break and not the line): a longer line is consumed and reported,
+/// and reading goes on with the next one (so one bad line cannot end the
+/// session).
 pub async fn next_line<R: AsyncBufRead + Unpin>(
     input: &mut R,
     buf: &mut Vec<u8>,
@@ -29,9 +31,12 @@ pub async fn next_line<R: AsyncBufRead + Unpin>(
     loop {
         let chunk = input.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok(match (seen, too_long) {
+            return Ok(match (seen, too_long || buf.len() > max) {
                 (false, _) => Line::Eof,
-                (true, true) => Line::TooLong,
+                (true, true) => {
+                    buf.clear();
+                    Line::TooLong
+                }
                 (true, false) => Line::Complete,
             });
         }
@@ -41,7 +46,7 @@ pub async fn next_line<R: AsyncBufRead + Unpin>(
             None => (chunk.len(), chunk.len(), false),
         };
         if !too_long {
-            if buf.len() + take > max {
+            if buf.len() + take > max.saturating_add(1) {
                 too_long = true;
                 buf.clear();
             } else {
@@ -52,6 +57,10 @@ pub async fn next_line<R: AsyncBufRead + Unpin>(
         if done {
             if buf.last() == Some(&b'\r') {
                 buf.pop();
+            }
+            if buf.len() > max {
+                too_long = true;
+                buf.clear();
             }
             return Ok(if too_long {
                 Line::TooLong
@@ -88,6 +97,34 @@ mod tests {
                 (Line::Complete, "ok".into()),
                 (Line::Complete, String::new()),
                 (Line::TooLong, String::new()),
+            ]
+        );
+    }
+
+    // Found by fuzz/lines: a line of exactly the limit ending in CRLF was
+    // reported too long (its CR counted), the same line ending in LF not.
+    #[tokio::test]
+    async fn the_limit_is_on_the_line_not_its_line_break() {
+        let data: &[u8] = b"12345\r\n12345\n\r\n123456\r\n1234\r";
+        let mut input = BufReader::with_capacity(3, data);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            let line = next_line(&mut input, &mut buf, 5).await.unwrap();
+            assert!(buf.len() <= 5);
+            if line == Line::Eof {
+                break;
+            }
+            got.push((line, String::from_utf8(buf.clone()).unwrap()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (Line::Complete, "12345".into()),
+                (Line::Complete, "12345".into()),
+                (Line::Complete, String::new()),
+                (Line::TooLong, String::new()),
+                (Line::Complete, "1234\r".into()),
             ]
         );
     }
