@@ -17,13 +17,14 @@
 //!   the replayed handshake within [`ClientConfig::ack_timeout`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use http::{header, HeaderMap, HeaderValue, Method};
-use mcp_transport::client::{authorized_exchange, Authorizer, ClientConfig, ClientError, Url};
+use mcp_transport::client::{
+    self, authorized_exchange, Authorizer, ClientConfig, ClientError, Url,
+};
 use mcp_transport::{Kind, Message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -313,27 +314,15 @@ impl Inner {
         endpoint_tx: oneshot::Sender<Result<Url, ClientError>>,
         alive: Arc<AtomicBool>,
     ) {
-        let limit = self.config.max_message_bytes;
-        let seen = Arc::new(AtomicUsize::new(0));
-        let counter = seen.clone();
-        let bytes = resp.bytes_stream().map(move |chunk| {
-            let chunk =
-                chunk.map_err(|e| ClientError::Transport(mcp_transport::error_chain(&e)))?;
-            if counter.fetch_add(chunk.len(), Ordering::Relaxed) + chunk.len() > limit {
-                return Err(ClientError::TooLarge { limit });
-            }
-            Ok(chunk)
-        });
-        let mut events = bytes.eventsource();
+        // The same bounded decoder as the Streamable HTTP half.
+        let mut events = client::events(resp, self.config.max_message_bytes);
         let mut endpoint_tx = Some(endpoint_tx);
         let why = loop {
             let ev = match events.next().await {
                 None => break "the server closed the SSE stream".to_owned(),
-                Some(Err(EventStreamError::Transport(e))) => break e.to_string(),
-                Some(Err(e)) => break format!("bad SSE stream: {e}"),
+                Some(Err(e)) => break e.to_string(),
                 Some(Ok(ev)) => ev,
             };
-            seen.store(0, Ordering::Relaxed);
             match ev.event.as_str() {
                 "endpoint" => {
                     let parsed = self.endpoint_from(ev.data.trim());

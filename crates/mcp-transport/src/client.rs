@@ -392,8 +392,9 @@ impl Cursor {
 #[doc(hidden)]
 pub type Events = Pin<Box<dyn Stream<Item = Result<Event, ClientError>> + Send>>;
 
-/// The SSE events of a response body, with each event bounded to `limit` bytes.
-#[doc(hidden)] // pub for the fuzz targets (fuzz/)
+/// The SSE events of a response body, each event bounded to `limit` bytes
+/// (plus at most the network chunk that completed the previous one). Both
+/// shim transports read their streams with it.
 pub fn events(resp: reqwest::Response, limit: usize) -> Events {
     let pending = Arc::new(AtomicUsize::new(0));
     let counter = pending.clone();
@@ -405,14 +406,46 @@ pub fn events(resp: reqwest::Response, limit: usize) -> Events {
         }
         Ok(chunk)
     });
-    Box::pin(EventStream::new(bytes).map(move |item| match item {
-        Ok(ev) => {
-            pending.store(0, Ordering::Relaxed);
-            Ok(ev)
+    Box::pin(
+        EventStream::new(without_bom(bytes)).map(move |item| match item {
+            Ok(ev) => {
+                pending.store(0, Ordering::Relaxed);
+                Ok(ev)
+            }
+            Err(EventStreamError::Transport(e)) => Err(e),
+            Err(e) => Err(ClientError::BadMessage(format!("bad SSE stream: {e}"))),
+        }),
+    )
+}
+
+/// The byte stream with the one byte order mark the SSE format allows
+/// removed, starting with an empty line (a no-op at the start of a
+/// stream). eventsource-stream 0.2.3 must never see a mark first: it
+/// slices the 3-byte character at byte 1 and panics
+/// (jpopesculian/eventsource-stream#10, unmerged).
+fn without_bom<S>(bytes: S) -> impl Stream<Item = Result<bytes::Bytes, ClientError>> + Send
+where
+    S: Stream<Item = Result<bytes::Bytes, ClientError>> + Send,
+{
+    const BOM: &[u8] = b"\xef\xbb\xbf";
+    // The stream's first bytes, until we know whether they are a mark.
+    let mut head = Some(Vec::new());
+    bytes.map(move |chunk| {
+        let chunk = chunk?;
+        let Some(mut start) = head.take() else {
+            return Ok(chunk);
+        };
+        start.extend_from_slice(&chunk);
+        if start.len() < BOM.len() && BOM.starts_with(&start) {
+            head = Some(start);
+            return Ok(bytes::Bytes::new());
         }
-        Err(EventStreamError::Transport(e)) => Err(e),
-        Err(e) => Err(ClientError::BadMessage(format!("bad SSE stream: {e}"))),
-    }))
+        let rest = start.strip_prefix(BOM).unwrap_or(&start);
+        let mut out = Vec::with_capacity(rest.len() + 1);
+        out.push(b'\n');
+        out.extend_from_slice(rest);
+        Ok(bytes::Bytes::from(out))
+    })
 }
 
 fn is_sse(resp: &reqwest::Response) -> bool {
@@ -1338,6 +1371,40 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         EventStream::new(source).try_collect().await.unwrap()
+    }
+
+    /// The events `events()` decodes from a body delivered in `chunks`.
+    async fn client_events(chunks: &[&'static [u8]]) -> Vec<Result<Event, String>> {
+        let chunks: Vec<_> = chunks
+            .iter()
+            .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::from_static(c)))
+            .collect();
+        let stream = futures_util::stream::iter(chunks);
+        let body = reqwest::Body::wrap_stream(stream);
+        let resp = reqwest::Response::from(http::Response::new(body));
+        events(resp, 1 << 20)
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+            .await
+    }
+
+    // Found by fuzz/sse: a stream that starts with a UTF-8 byte order mark
+    // (which SSE allows) panicked the decoder (eventsource-stream 0.2.3
+    // slices the 3-byte BOM at byte 1), so the request never got an answer.
+    #[tokio::test]
+    async fn a_byte_order_mark_is_skipped_not_a_panic() {
+        let data = |evs: Vec<Result<Event, String>>| -> Vec<String> {
+            evs.into_iter().map(|e| e.unwrap().data).collect()
+        };
+        let body: &[&[u8]] = &[b"\xef\xbb\xbfdata: one\n\ndata: two\n\n"];
+        assert_eq!(data(client_events(body).await), ["one", "two"]);
+        // Split anywhere inside the mark.
+        let split: &[&[u8]] = &[b"\xef", b"\xbb", b"", b"\xbfdata: one\n\n"];
+        assert_eq!(data(client_events(split).await), ["one"]);
+        // Only one mark is the format's: a second one starts a field name
+        // (an unknown field, ignored), as the HTML standard says.
+        let two: &[&[u8]] = &[b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\ndata: y\n\n"];
+        assert_eq!(data(client_events(two).await), ["y"]);
     }
 
     #[tokio::test]
