@@ -342,9 +342,7 @@ pub fn modern_headers(message: &Message) -> Vec<(HeaderName, HeaderValue)> {
         out.push((HeaderName::from_static(METHOD_HEADER), v));
     }
     if let Some(field) = era::name_param(method) {
-        let name = message
-            .params()
-            .and_then(|p| p.get(field).and_then(Value::as_str).map(str::to_owned));
+        let name = message.param_str(field);
         if let Some(v) =
             name.and_then(|n| HeaderValue::from_str(&era::encode_header_value(&n)).ok())
         {
@@ -1324,6 +1322,23 @@ mod tests {
         assert_eq!(h[METHOD_HEADER], "tools/list");
         assert!(!h.contains_key(NAME_HEADER));
         assert!(!h.contains_key(VERSION_HEADER));
+    }
+
+    // Found by fuzz/era_headers: with a number too large for f64 (or a lone
+    // surrogate, or deep nesting) in `arguments`, neither our client nor our
+    // server could read `params.name`: no Mcp-Name was sent and the server
+    // refused the request (-32020).
+    #[test]
+    fn odd_arguments_keep_the_name_header() {
+        for arguments in [r#"666666e66666"#, r#"{"t":"\ude00"}"#] {
+            let m = msg(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}},"name":"p","arguments":{arguments}}}}}"#
+            ));
+            let h: HeaderMap = modern_headers(&m).into_iter().collect();
+            assert_eq!(h[NAME_HEADER], "p");
+            let version = h[VERSION_HEADER].to_str().ok();
+            assert!(crate::server::validate_modern(&h, &m, version).is_ok());
+        }
     }
 
     #[test]

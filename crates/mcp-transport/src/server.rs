@@ -966,9 +966,7 @@ pub fn validate_modern(
             _ => {}
         }
         if let Some(field) = era::name_param(method) {
-            let body_name = message
-                .params()
-                .and_then(|p| p.get(field).and_then(Value::as_str).map(str::to_owned));
+            let body_name = message.param_str(field);
             match headers
                 .get(NAME_HEADER)
                 .map(|v| v.to_str().ok().and_then(era::decode_header_value))

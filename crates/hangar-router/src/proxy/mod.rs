@@ -691,6 +691,25 @@ mod tests {
         assert!(p.method.is_none());
     }
 
+    // The tool name was read by decoding all of params into a serde_json
+    // Value, which fails where the server behind reads the call fine (a
+    // lone surrogate, a number too large for f64, nesting past 128): the
+    // call went through without the tool's scope (found by fuzz/message).
+    #[test]
+    fn the_tool_name_cannot_be_hidden_from_the_scope_check() {
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        for arguments in [r#"{"t":"\ude00"}"#, r#"{"n":1e999}"#, deep.as_str()] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"admin","arguments":{arguments}}}}}"#
+            );
+            assert_eq!(
+                Call::peek(&Method::POST, body.as_bytes()).tool.as_deref(),
+                Some("admin"),
+                "{body}"
+            );
+        }
+    }
+
     #[test]
     fn audit_outcomes_from_answers() {
         let ok = StatusCode::OK;
