@@ -4,18 +4,23 @@
 //! milliseconds of CPU. Unbounded, 24 concurrent sign-ins ran 24 at once on
 //! the blocking pool and raised the router's resident memory by 436 MiB,
 //! which the allocator kept. So every hash and verification on a request
-//! path goes through [`Passwords`]: at most [`HASHES_AT_ONCE`] run (on
-//! `spawn_blocking`, off the async threads), at most [`HASH_QUEUE`] more
-//! wait for a turn, and the rest are refused at once with [`Busy`] (the
-//! sign-in page answers 503 with `Retry-After`).
+//! path goes through [`Passwords`]: at most [`HASHES_AT_ONCE`] run, at most
+//! [`HASH_QUEUE`] more wait for a turn, and the rest are refused at once
+//! with [`Busy`] (the sign-in page answers 503 with `Retry-After`).
+//!
+//! The hashes run off the async threads, like `spawn_blocking`, but always
+//! on the same [`HASHES_AT_ONCE`] threads: a semaphore over
+//! `spawn_blocking` bounded the hashes at once, yet each new blocking
+//! thread got its own allocator arena and kept its 19 MiB (+190 MiB for 24
+//! sign-ins, measured); a fixed set of threads keeps at most that many.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use tokio::sync::Semaphore;
 
 /// Hashes that run at once (this box has 2 cores; each hash is one core's
 /// work and 19 MiB).
@@ -32,12 +37,13 @@ pub struct Busy;
 
 /// Runs password hashes and verifications, a bounded number at once.
 pub struct Passwords {
-    /// Turns to run: [`HASHES_AT_ONCE`] permits.
-    turns: Arc<Semaphore>,
-    /// Places to run or wait: turns plus the queue.
-    places: Arc<Semaphore>,
+    /// Work for the hashing threads; its capacity is the queue. `None`
+    /// when no thread could be started (every check is then [`Busy`]).
+    jobs: Option<SyncSender<Job>>,
     stats: Arc<Stats>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Default)]
 struct Stats {
@@ -70,12 +76,24 @@ impl Default for Passwords {
 }
 
 impl Passwords {
-    /// `at_once` hashes run, `queue` more may wait.
+    /// `at_once` hashes run (on as many threads of their own), `queue`
+    /// more may wait. The threads end when this is dropped.
     pub fn new(at_once: usize, queue: usize) -> Passwords {
-        let at_once = at_once.max(1);
+        let (jobs, inbox) = sync_channel::<Job>(queue);
+        let inbox = Arc::new(Mutex::new(inbox));
+        let mut started = 0;
+        for i in 0..at_once.max(1) {
+            let inbox = inbox.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("hangar-argon2-{i}"))
+                .spawn(move || work_through(&inbox));
+            match spawned {
+                Ok(_) => started += 1,
+                Err(e) => tracing::error!("starting a password hashing thread: {e}"),
+            }
+        }
         Passwords {
-            turns: Arc::new(Semaphore::new(at_once)),
-            places: Arc::new(Semaphore::new(at_once + queue)),
+            jobs: (started > 0).then_some(jobs),
             stats: Arc::default(),
         }
     }
@@ -102,30 +120,34 @@ impl Passwords {
     /// An argon2id hash of `password`.
     pub async fn hash(&self, password: String) -> Result<Result<String, String>, Busy> {
         let outcome = self.run(move || hash_password(&password)).await?;
-        Ok(outcome.unwrap_or_else(|e| Err(e.to_string())))
+        Ok(outcome.unwrap_or_else(Err))
     }
 
-    /// Runs `work` on the blocking pool when a turn is free; waits for one
-    /// if a place in the queue is free; else [`Busy`]. The turn is held by
-    /// the blocking task itself, so a caller that goes away (a browser that
-    /// disconnects) does not free a turn while its hash still runs.
+    /// Runs `work` on a hashing thread: at once if one is free, after the
+    /// checks ahead of it if the queue has room, else [`Busy`]. A caller
+    /// that goes away (a browser that disconnects) leaves its hash to
+    /// finish on its thread: it still counts against the bound.
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<Result<T, tokio::task::JoinError>, Busy> {
-        let Ok(place) = self.places.clone().try_acquire_owned() else {
+    ) -> Result<Result<T, String>, Busy> {
+        let refuse = || {
             self.stats.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(Busy);
+            Busy
         };
-        // The semaphore is never closed.
-        let turn = self.turns.clone().acquire_owned().await.map_err(|_| Busy)?;
+        let jobs = self.jobs.as_ref().ok_or_else(refuse)?;
+        let (answer, outcome) = tokio::sync::oneshot::channel();
         let stats = self.stats.clone();
-        Ok(tokio::task::spawn_blocking(move || {
-            let _held = (place, turn);
+        let job: Job = Box::new(move || {
             let _running = Running::start(&stats);
-            work()
-        })
-        .await)
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+                .map_err(|_| "the hash panicked".to_owned());
+            let _ = answer.send(result);
+        });
+        jobs.try_send(job).map_err(|_| refuse())?;
+        Ok(outcome
+            .await
+            .unwrap_or_else(|_| Err("the hashing thread is gone".into())))
     }
 
     /// Hashes running now.
@@ -144,8 +166,19 @@ impl Passwords {
     }
 }
 
-/// A hash to verify against when there is none, computed once (on the
-/// blocking pool, inside a turn).
+/// A hashing thread: takes the next job until the sender is dropped.
+fn work_through(inbox: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = inbox.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        match job {
+            Ok(job) => job(),
+            Err(_) => return,
+        }
+    }
+}
+
+/// A hash to verify against when there is none, computed once (on a
+/// hashing thread, inside a turn).
 fn decoy_hash() -> &'static str {
     static DECOY: OnceLock<String> = OnceLock::new();
     DECOY.get_or_init(|| hash_password("decoy").unwrap_or_default())
