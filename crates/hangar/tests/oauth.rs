@@ -1065,12 +1065,16 @@ async fn only_the_owning_client_revokes_its_tokens() {
     );
 }
 
-/// The router's resident memory (VmRSS, KiB) from /proc.
+/// The router's resident memory (`VmRSS:`, or its peak `VmHWM:`; KiB).
 fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -1109,9 +1113,10 @@ async fn rss_under_concurrent_sign_ins() {
     let after = rss_kib(pid);
     println!(
         "router RSS: {} MiB before, {} MiB after {SIGN_INS} concurrent sign-ins \
-         (+{} MiB); answers {by_status:?}",
+         (+{} MiB, peak {} MiB); answers {by_status:?}",
         before / 1024,
         after / 1024,
-        after.saturating_sub(before) / 1024
+        after.saturating_sub(before) / 1024,
+        proc_status_kib(pid, "VmHWM:") / 1024
     );
 }
