@@ -957,3 +957,166 @@ async fn metadata_is_complete_and_callable_from_browser_clients() {
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert!(jwks["keys"][0].get("d").is_none(), "no private part");
 }
+
+/// POSTs a form to `path` with HTTP Basic client credentials.
+async fn basic_post(
+    origin: &str,
+    path: &str,
+    (id, secret): (&str, &str),
+    fields: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{origin}{path}"))
+        .basic_auth(id, Some(secret))
+        .form(fields)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// RFC 7009 §2.1 through `hangar serve`: a confidential client's tokens
+/// are revoked only by that client, authenticated. Another client that
+/// presents a stolen refresh token gets 200 and revokes nothing; the
+/// client itself without its secret gets 401 `invalid_client`.
+#[tokio::test]
+async fn only_the_owning_client_revokes_its_tokens() {
+    let serve = router("");
+    let o = origin(&serve);
+    let everything = resource(&serve, "everything");
+    let (status, reg) = register(
+        &o,
+        &json!({"client_name": "Confidential", "redirect_uris": [REDIRECT],
+                "token_endpoint_auth_method": "client_secret_basic"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{reg}");
+    let id = reg["client_id"].as_str().unwrap().to_owned();
+    let secret = reg["client_secret"].as_str().unwrap().to_owned();
+    let creds = (id.as_str(), secret.as_str());
+    let browser = Browser::new(&o);
+    let (code, verifier) = approved_code(&serve, &browser, &id, "everything", None).await;
+    let (status, tokens) = basic_post(
+        &o,
+        "/oauth/token",
+        creds,
+        &[
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", REDIRECT),
+            ("code", &code),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // A public client with the stolen refresh token (and access token).
+    let thief = dcr_client(&serve).await;
+    for token in [refresh_token.as_str(), &access(&tokens)] {
+        let resp = reqwest::Client::new()
+            .post(format!("{o}/oauth/revoke"))
+            .form(&[("token", token), ("client_id", &thief)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "RFC 7009 §2.2: 200");
+    }
+    // The client itself, but without its secret: refused.
+    let resp = reqwest::Client::new()
+        .post(format!("{o}/oauth/revoke"))
+        .form(&[("token", refresh_token.as_str()), ("client_id", &id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_client");
+    assert_eq!(
+        init_status(&everything, &access(&tokens)).await,
+        StatusCode::OK,
+        "the grant is still in force"
+    );
+    let (status, renewed) = basic_post(
+        &o,
+        "/oauth/token",
+        creds,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh_token),
+        ],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the refresh token still works: {renewed}"
+    );
+
+    // The owner, authenticated, revokes.
+    let newest = renewed["refresh_token"].as_str().unwrap();
+    let (status, _) = basic_post(&o, "/oauth/revoke", creds, &[("token", newest)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        init_status(&everything, &access(&renewed)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// The router's resident memory (`VmRSS:`, or its peak `VmHWM:`; KiB).
+fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A measurement, not a check: the router's RSS before and after 24
+/// concurrent password sign-ins (each argon2id hash takes 19 MiB).
+/// `cargo test -p hangar --test oauth -- --ignored --nocapture rss`
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn rss_under_concurrent_sign_ins() {
+    const SIGN_INS: usize = 24;
+    let serve = router("");
+    let pid = serve.pid().expect("the router runs");
+    let o = origin(&serve);
+    let mut ready = Vec::new();
+    for i in 0..SIGN_INS {
+        let browser = Browser::new(&o);
+        let page = browser.get("/signin").await;
+        let mut fields = hidden_fields(&page.body);
+        fields.push(("username".into(), format!("user{i}")));
+        fields.push(("password".into(), "guess".into()));
+        ready.push((browser, fields));
+    }
+    let before = rss_kib(pid);
+    let tasks: Vec<_> = ready
+        .into_iter()
+        .map(|(browser, fields)| {
+            tokio::spawn(async move { browser.post_form("/signin", &fields).await.status })
+        })
+        .collect();
+    let mut by_status = std::collections::BTreeMap::new();
+    for task in tasks {
+        *by_status.entry(task.await.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    println!(
+        "router RSS: {} MiB before, {} MiB after {SIGN_INS} concurrent sign-ins \
+         (+{} MiB, peak {} MiB); answers {by_status:?}",
+        before / 1024,
+        after / 1024,
+        after.saturating_sub(before) / 1024,
+        proc_status_kib(pid, "VmHWM:") / 1024
+    );
+}

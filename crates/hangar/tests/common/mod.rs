@@ -355,6 +355,11 @@ impl Serve {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The router's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Runs an admin command (`hangar ARGS… --config FILE`) and returns its
     /// output; panics when it fails.
     pub fn cli(&self, args: &[&str]) -> Output {
