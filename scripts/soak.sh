@@ -97,7 +97,7 @@ if [ -n "$(find "$ROOT"/crates/*/src "$ROOT"/crates/*/Cargo.toml -newer "$HANGAR
 fi
 
 mkdir -p "$OUT" || die "cannot create $OUT"
-rm -f "$OUT"/{soak.log,router.log,driver.log,admin.log,postgres.log,faults.tsv,rss.tsv,driver.json,checks.json,report.json}
+rm -f "$OUT"/{soak.log,router.log,driver.log,admin.log,postgres.log,faults.tsv,rss.tsv,runs.tsv,driver.json,checks.json,report.json}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hangar-soak.XXXXXX") || die "mktemp failed"
 # Traversable (not readable) by the postgres user, who owns its own dir below.
 chmod 711 "$WORK"
@@ -195,7 +195,9 @@ EOF
 cli() { HANGAR_LOG=warn timeout 60 "$HANGAR" "$@" --config "$CFG" 2>>"$OUT/admin.log"; }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-rss_note() { printf '%s\t%s\t%s\t%s\t%s\n' "$(now)" "$RUN" "$ROUTER_PID" "$1" "$(rss_kb "$ROUTER_PID")" >>"$OUT/rss.tsv"; }
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+# rss_note KIND: one line of rss.tsv: time, run, pid, KIND (start|sample|end), VmRSS kB, open fds
+rss_note() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(now)" "$RUN" "$ROUTER_PID" "$1" "$(rss_kb "$ROUTER_PID")" "$(fds "$ROUTER_PID")" >>"$OUT/rss.tsv"; }
 
 start_router() {
   port_in_use "$PORT" && { log "port $PORT is taken before the router starts"; return 1; }
@@ -219,9 +221,10 @@ LEFTOVER_PIDS=
 # stop_router WHY: SIGTERM, at most 30 s for it to exit (then SIGKILL: a finding), and
 # its instances must be gone with it (they watch their parent) within 10 s more.
 stop_router() {
-  local why=$1 kids i p left=
+  local why=$1 kids i p left= t_term
   kids=$(descendants "$ROUTER_PID")
   rss_note end
+  t_term=$(date +%s%3N)
   kill -TERM "$ROUTER_PID" 2>/dev/null
   for i in $(seq 1 300); do alive "$ROUTER_PID" || break; sleep 0.1; done
   if alive "$ROUTER_PID"; then
@@ -231,6 +234,8 @@ stop_router() {
   fi
   wait "$ROUTER_PID" 2>/dev/null
   local code=$?
+  # runs.tsv: run, pid, why, SIGTERM → exit in ms, exit status
+  printf '%s\t%s\t%s\t%s\t%s\n' "$RUN" "$ROUTER_PID" "$why" $(($(date +%s%3N) - t_term)) "$code" >>"$OUT/runs.tsv"
   for i in $(seq 1 100); do
     left=
     for p in $kids; do alive "$p" && left="$left $p"; done
@@ -243,7 +248,7 @@ stop_router() {
     LEFTOVER_PIDS="$LEFTOVER_PIDS $left"
     for p in $left; do kill -KILL "$p" 2>/dev/null; done
   fi
-  log "router run $RUN stopped ($why): exit status $code"
+  log "router run $RUN stopped ($why) $(tail -1 "$OUT/runs.tsv" | cut -f4) ms after SIGTERM: exit status $code"
   ROUTER_PID=
 }
 

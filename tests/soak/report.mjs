@@ -38,24 +38,41 @@ for (const f of faultRows.filter((f) => f.kind === 'finding')) problems.push(`fi
 // ---- router RSS, per run
 const runs = new Map();
 for (const l of lines(path.join(OUT, 'rss.tsv'))) {
-  const [at, run, pid, kind, kb] = l.split('\t');
+  const [at, run, pid, kind, kb, fds] = l.split('\t');
   const r = runs.get(run) ?? { run: Number(run), pid: Number(pid), samples: [] };
-  r.samples.push({ at: Number(at), kind, kb: Number(kb) });
+  r.samples.push({ at: Number(at), kind, kb: Number(kb), fds: Number(fds) });
   runs.set(run, r);
 }
+const stops = new Map(
+  lines(path.join(OUT, 'runs.tsv')).map((l) => {
+    const [run, , why, ms, code] = l.split('\t');
+    return [run, { why, stopMs: Number(ms), exitStatus: Number(code) }];
+  }),
+);
 const routerRss = [...runs.values()].map((r) => {
   const start = r.samples.find((s) => s.kind === 'start');
   const end = [...r.samples].reverse().find((s) => s.kind === 'end');
   const kbs = r.samples.map((s) => s.kb).filter((kb) => kb > 0);
+  // Past the first rush (instances starting, sign-ins hashing passwords): what later growth is measured from.
+  const warm = start && r.samples.find((s) => s.kind === 'sample' && s.at - start.at >= 30);
   return {
     run: r.run,
     pid: r.pid,
     seconds: start && end ? end.at - start.at : null,
     startKb: start?.kb ?? null,
+    warmKb: warm?.kb ?? null,
     endKb: end?.kb ?? null,
     maxKb: kbs.length ? Math.max(...kbs) : null,
+    // Open file descriptors: sockets to clients, instances and PostgreSQL.
+    startFds: start?.fds ?? null,
+    endFds: end?.fds ?? null,
+    maxFds: Math.max(...r.samples.map((s) => s.fds || 0)),
+    // How it ended: SIGTERM → exit, in ms, and its exit status.
+    ...stops.get(String(r.run)),
   };
 });
+
+for (const r of routerRss) if (r.exitStatus) problems.push(`router run ${r.run} exited with status ${r.exitStatus}`);
 
 // ---- the store, before and after
 function compare(what, keyOf, okAfter = () => true) {
@@ -169,7 +186,7 @@ if (requests) {
 out.push(`faults: ${JSON.stringify(faults)}`);
 if (checks) out.push(`router log: ${JSON.stringify(checks.routerLog)}`);
 out.push(
-  `router RSS per run (start → end, max): ${routerRss.map((r) => `#${r.run} ${kb(r.startKb)} → ${kb(r.endKb)} (${kb(r.maxKb)}, ${r.seconds ?? '-'} s)`).join('; ')}`,
+  `router RSS per run (start → after 30 s → end, max): ${routerRss.map((r) => `#${r.run} ${kb(r.startKb)} → ${kb(r.warmKb)} at 30 s → ${kb(r.endKb)} (${kb(r.maxKb)}, ${r.seconds ?? '-'} s, fds ${r.startFds} → ${r.endFds}, stopped in ${r.stopMs ?? '-'} ms)`).join('; ')}`,
 );
 out.push(
   `store before → after: users ${store.users.before} → ${store.users.after}, tokens ${store.tokens.before} → ${store.tokens.after}, ` +
