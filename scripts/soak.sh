@@ -97,7 +97,12 @@ if [ -n "$(find "$ROOT"/crates/*/src "$ROOT"/crates/*/Cargo.toml -newer "$HANGAR
 fi
 
 mkdir -p "$OUT" || die "cannot create $OUT"
-rm -f "$OUT"/{soak.log,router.log,driver.log,admin.log,postgres.log,faults.tsv,rss.tsv,runs.tsv,driver.json,checks.json,report.json}
+# A disk that fills up mid-run makes every figure meaningless (and found a bug once):
+# start with room, and watch it (disk.tsv).
+for d in "${TMPDIR:-/tmp}" "$OUT"; do
+  [ "$(df -Pk "$d" | awk 'NR == 2 {print $4}')" -ge $((2 * 1024 * 1024)) ] || die "less than 2 GiB free on $d"
+done
+rm -f "$OUT"/{soak.log,router.log,driver.log,admin.log,postgres.log,faults.tsv,rss.tsv,runs.tsv,disk.tsv,driver.json,checks.json,report.json}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hangar-soak.XXXXXX") || die "mktemp failed"
 # Traversable (not readable) by the postgres user, who owns its own dir below.
 chmod 711 "$WORK"
@@ -319,10 +324,26 @@ snapshot before || die "could not read users, tokens and grants before the fault
 log "before: $(wc -l <"$WORK/before.users") users, $(wc -l <"$WORK/before.tokens") tokens, $(wc -l <"$WORK/before.grants") grants, $(wc -l <"$WORK/before.clients") OAuth clients"
 
 LAST_RSS=0
-# pause_until T: sleep until epoch T (1 s steps), sampling the router's RSS every 10 s
+free_kb() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 {print $4}'; }
+# pause_until T: sleep until epoch T (1 s steps); every 10 s, the router's RSS and the
+# free disk space (disk.tsv: time, kB free where the data and where the logs are). A
+# router that exited by itself is a finding; it is started again so the soak goes on.
 pause_until() {
   while [ "$(now)" -lt "$1" ]; do
-    if [ -n "$ROUTER_PID" ] && [ $(($(now) - LAST_RSS)) -ge 10 ]; then rss_note sample; LAST_RSS=$(now); fi
+    if [ -n "$ROUTER_PID" ] && ! alive "$ROUTER_PID"; then
+      wait "$ROUTER_PID" 2>/dev/null
+      local code=$?
+      printf '%s\tfinding\trouter run %s (pid %s) exited by itself, status %s\n' "$(now)" "$RUN" "$ROUTER_PID" "$code" >>"$OUT/faults.tsv"
+      log "FINDING: router run $RUN exited by itself (status $code); starting it again"
+      printf '%s\t%s\t%s\t%s\t%s\n' "$RUN" "$ROUTER_PID" crashed 0 "$code" >>"$OUT/runs.tsv"
+      ROUTER_PID=
+      start_router || die "the router did not start again; see $OUT/router.log"
+    fi
+    if [ -n "$ROUTER_PID" ] && [ $(($(now) - LAST_RSS)) -ge 10 ]; then
+      rss_note sample
+      printf '%s\t%s\t%s\n' "$(now)" "$(free_kb "$WORK")" "$(free_kb "$OUT")" >>"$OUT/disk.tsv"
+      LAST_RSS=$(now)
+    fi
     alive "$DRIVER_PID" || return 1
     sleep 1
   done

@@ -72,7 +72,14 @@ const routerRss = [...runs.values()].map((r) => {
   };
 });
 
-for (const r of routerRss) if (r.exitStatus) problems.push(`router run ${r.run} exited with status ${r.exitStatus}`);
+for (const r of routerRss) if (r.exitStatus && r.why !== "crashed") problems.push(`router run ${r.run} exited with status ${r.exitStatus}`);
+
+// ---- free disk space (kB where the data is, where the logs are), every 10 s
+const disk = lines(path.join(OUT, 'disk.tsv')).map((l) => l.split('\t').map(Number));
+const minFreeKb = disk.length ? Math.min(...disk.flatMap(([, a, b]) => [a, b].filter((x) => x >= 0))) : null;
+if (minFreeKb != null && minFreeKb < 256 * 1024) {
+  problems.push(`the disk nearly filled up during the run (${Math.round(minFreeKb / 1024)} MiB free at the least): the figures are unreliable`);
+}
 
 // ---- the store, before and after
 function compare(what, keyOf, okAfter = () => true) {
@@ -154,6 +161,7 @@ const report = {
   faults,
   faultLog: faultRows,
   routerRss,
+  minFreeDiskKb: minFreeKb,
   store,
   samples: driver?.samples ?? {},
 };
