@@ -45,6 +45,11 @@ fn main() -> anyhow::Result<()> {
         // Colour only on a terminal: stderr is often a log file (MCP clients
         // keep the stderr of `hangar connect`).
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log write that fails (stderr on a full disk) is dropped: the
+        // fallback report of it is an eprintln!, which panics whichever
+        // thread was logging (a request, the audit writer, the store's
+        // worker, shutdown).
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HANGAR_LOG")
                 .unwrap_or_else(|_| "info".into()),

@@ -39,6 +39,16 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
 }
 
+/// A line of the startup banner on stderr. Unlike `eprintln!`, a write that
+/// fails (stderr on a full disk) is dropped instead of panicking: the
+/// router must start whether or not its log can be written.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config.load(args.listen)?;
     let listen = config.listen;
@@ -51,11 +61,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let users = router.store.list_users().await?.len();
-    eprintln!("hangar serve: listening on http://{listen}");
+    say!("hangar serve: listening on http://{listen}");
     for s in &servers {
-        eprintln!("  MCP server {s:?} at {public_url}/mcp/{s}");
+        say!("  MCP server {s:?} at {public_url}/mcp/{s}");
     }
-    eprintln!(
+    say!(
         "  data in {}; instances {}",
         data_dir.display(),
         match (router.sandboxed, router.sandbox_mode) {
@@ -68,12 +78,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     );
     if users == 0 {
-        eprintln!("No users yet. Create the first one (it signs in with this password in the browser), and an API token if you want one:");
-        eprintln!(
+        say!("No users yet. Create the first one (it signs in with this password in the browser), and an API token if you want one:");
+        say!(
             "  hangar user add alice --password-stdin --data-dir {}",
             data_dir.display()
         );
-        eprintln!(
+        say!(
             "  hangar token create --user alice --data-dir {}",
             data_dir.display()
         );

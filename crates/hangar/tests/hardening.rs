@@ -4,7 +4,8 @@
 //! an identity no client can forge or strip, metrics a client cannot grow,
 //! connections that cannot hold a descriptor forever, a request right after
 //! a crash that gets a new instance, sessions that outlive their instance,
-//! and errors in words.
+//! errors in words, and a log that cannot be written (scripts/soak.sh's
+//! finding: a full disk).
 //!
 //! Every test runs its own router on a free loopback port with a fresh data
 //! dir; every wait is bounded.
@@ -527,4 +528,53 @@ async fn a_server_that_cannot_start_is_explained_without_host_paths() {
         assert!(!message.contains(leak), "{leak:?} in {message:?}");
     }
     let _ = everything_bin();
+}
+
+// ---------------------------------------------------------------------------
+// A log that cannot be written. Found by scripts/soak.sh when the disk its
+// router logged to filled up: every thread that logged panicked (tracing's
+// fallback report of a failed write is an eprintln!), so requests died
+// unanswered, the audit writer stopped for good, the startup banner kept a
+// router from starting and the shutdown message made it exit with 101.
+
+/// The router and its instances log (at debug) to a stderr whose every write
+/// fails with ENOSPC, as on a full disk: they start, answer, and stop cleanly.
+#[tokio::test]
+async fn a_log_on_a_full_disk_stops_neither_the_router_nor_its_instances() {
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("skipped: no /dev/full here to stand in for a full disk");
+        return;
+    }
+    let mut serve = start_serve(&common::everything_server(
+        "per-user",
+        "authenticated",
+        "1m",
+    ));
+    let alice = serve.add_user_with_token("alice");
+    serve.stop();
+    // `log` sends the router's stderr there and sets HANGAR_LOG=debug, which
+    // its instances inherit with the stderr itself.
+    serve.log = Some(full.to_path_buf());
+    serve.start();
+    let url = mcp_url(&serve);
+    for round in 0..3 {
+        let session = initialize(&url, Some(&alice)).await;
+        let message = format!("round {round}");
+        let echo = call_tool(
+            &url,
+            Some(&alice),
+            &session,
+            "echo",
+            json!({ "message": message }),
+        )
+        .await;
+        assert_eq!(echo.status, StatusCode::OK, "round {round}: {}", echo.body);
+        assert_eq!(
+            echo.json()["result"]["content"][0]["text"],
+            format!("Echo: {message}")
+        );
+    }
+    // Asserts a clean exit (status 0) within 10 s of SIGTERM.
+    serve.stop();
 }
