@@ -89,7 +89,11 @@ pub fn redirect_matches(registered: &[String], requested: &str) -> bool {
     let Ok(req) = Url::parse(requested) else {
         return false;
     };
-    if req.scheme() != "http" || !crate::netguard::is_loopback_url(&req) {
+    if req.scheme() != "http"
+        || !crate::netguard::is_loopback_url(&req)
+        || req.fragment().is_some()
+        || req.password().is_some()
+    {
         return false;
     }
     registered.iter().any(|r| {
@@ -106,8 +110,13 @@ pub fn redirect_matches(registered: &[String], requested: &str) -> bool {
 
 /// Checks one redirect URI a client wants to register: HTTPS anywhere, HTTP
 /// only on loopback, a private-use scheme only for native apps; never a
-/// fragment, credentials or a script scheme.
+/// fragment, credentials, a script scheme, a space or a control character.
 pub fn check_redirect_uri(uri: &str, native: bool) -> Result<(), String> {
+    // The URL parser drops leading and trailing controls and spaces and
+    // skips tabs and newlines inside: the URI checked must be the one kept.
+    if uri.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("{uri:?} has a space or a control character"));
+    }
     let url = Url::parse(uri).map_err(|_| format!("{uri:?} is not an absolute URL"))?;
     if url.fragment().is_some() {
         return Err(format!("{uri:?} has a fragment"));
@@ -328,5 +337,27 @@ mod tests {
             check_registration(&method).unwrap_err().0,
             "invalid_client_metadata"
         );
+    }
+
+    // Found by fuzz/oauth_register: a loopback redirect URI matched with a
+    // fragment or a password added (only the port may differ), and a URI
+    // with leading control characters registered (the URL parser drops
+    // them, so the checks saw another URI than the one stored).
+    #[test]
+    fn redirects_stay_within_the_rules() {
+        let reg = vec!["http://127.0.0.1:3000/cb".to_owned()];
+        assert!(redirect_matches(&reg, "http://127.0.0.1:4000/cb"));
+        assert!(!redirect_matches(&reg, "http://127.0.0.1:3000/cb#x"));
+        assert!(!redirect_matches(&reg, "http://127.0.0.1:4000/cb#"));
+        assert!(!redirect_matches(&reg, "http://:pw@127.0.0.1:4000/cb"));
+        for bad in [
+            "\0http://127.0.0.2:3400/cb",
+            " https://a.example/cb",
+            "https://a.example/c b",
+            "https://a.example/cb\n",
+            "https://a.example/\tcb",
+        ] {
+            assert!(check_redirect_uri(bad, true).is_err(), "{bad:?}");
+        }
     }
 }
