@@ -86,14 +86,11 @@ pub fn redirect_matches(registered: &[String], requested: &str) -> bool {
     if registered.iter().any(|r| r == requested) {
         return true;
     }
+    // Otherwise only a loopback URI, itself within the rules.
     let Ok(req) = Url::parse(requested) else {
         return false;
     };
-    if req.scheme() != "http"
-        || !crate::netguard::is_loopback_url(&req)
-        || req.fragment().is_some()
-        || req.password().is_some()
-    {
+    if req.scheme() != "http" || check_redirect_uri(requested, false).is_err() {
         return false;
     }
     registered.iter().any(|r| {
@@ -350,6 +347,7 @@ mod tests {
         assert!(!redirect_matches(&reg, "http://127.0.0.1:3000/cb#x"));
         assert!(!redirect_matches(&reg, "http://127.0.0.1:4000/cb#"));
         assert!(!redirect_matches(&reg, "http://:pw@127.0.0.1:4000/cb"));
+        assert!(!redirect_matches(&reg, "http://127.0.0.1:4000/cb\0"));
         for bad in [
             "\0http://127.0.0.2:3400/cb",
             " https://a.example/cb",
