@@ -21,8 +21,8 @@
 #     rounds of: kill -9 of 1-3 instances (3 times a round), a router restart
 #     (SIGTERM, start again on the same config), PostgreSQL stopped for SOAK_PG_DOWN s.
 #     Only this router's instances are killed: `hangar instances --config` of this
-#     config, and each pid checked to be a `hangar wrap --instance=ID` child of
-#     this router's process.
+#     config, and each pid checked to be a child of this router's process
+#     running in instance ID's data dir (bwrap --bind DIR/instances/ID).
 # Afterwards: users, tokens and OAuth grants compared with before the faults;
 # the report goes to stdout and to target/soak/report.json.
 #
@@ -356,11 +356,12 @@ kill_instances() {
   listing=$(cli instances) || { fault kill9-skipped "hangar instances failed"; return; }
   while IFS=$'\t' read -r id _ _ state pid; do
     [ "$state" = running ] && is_uint "$pid" || continue
-    # Ours only: a live `hangar wrap --instance=ID` whose parent is this router.
+    # Ours only: a live server process (bwrap around it) whose parent is this
+    # router and which runs in instance ID's data dir.
     ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
     [ "$ppid" = "$ROUTER_PID" ] || continue
     cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
-    [[ " $cmd " == *" wrap "*" --instance=$id "* ]] || continue
+    [[ " $cmd " == *"/instances/$id "* ]] || continue
     victims+=("$id:$pid")
   done <<<"$(tail -n +2 <<<"$listing")"
   if [ ${#victims[@]} -eq 0 ]; then fault kill9-skipped "no running instance"; return; fi

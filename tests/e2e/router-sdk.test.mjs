@@ -125,7 +125,8 @@ test('alice and bob each reach their own instance', { timeout: TEST_TIMEOUT }, a
   assert.equal(b.server, 'everything');
   assert.notEqual(a.instance, b.instance, 'each user has their own instance');
 
-  // Two instances, two processes: each `hangar wrap` names its own instance.
+  // Two instances, two processes: each server (under bwrap) runs in its own
+  // instance's data dir.
   const [ia, ib] = await Promise.all([serve.runningInstance('alice'), serve.runningInstance('bob')]);
   assert.ok(ia && ib, `both instances are running: ${JSON.stringify(await serve.instances())}`);
   assert.equal(ia.id, a.instance);
@@ -133,7 +134,7 @@ test('alice and bob each reach their own instance', { timeout: TEST_TIMEOUT }, a
   assert.ok(ia.pid && ib.pid && ia.pid !== ib.pid, `different processes: ${ia.pid} vs ${ib.pid}`);
   for (const i of [ia, ib]) {
     assert.ok(processAlive(i.pid), `instance ${i.id} (pid ${i.pid}) is alive`);
-    assert.match(cmdline(i.pid), new RegExp(`hangar wrap .*--instance[= ]${i.id}\\b`));
+    assert.match(cmdline(i.pid), new RegExp(`/instances/${i.id}\\b`));
   }
 
   // Each keeps answering as itself.
@@ -245,7 +246,7 @@ test('kill -9 of an instance mid-call fails the call promptly; the next connecti
   const victim = await serve.runningInstance('alice');
   const bystander = await serve.runningInstance('bob');
   assert.ok(victim?.pid && bystander?.pid);
-  assert.match(cmdline(victim.pid), /hangar wrap /);
+  assert.match(cmdline(victim.pid), /hangar-everything/);
 
   // Alice's errors on her now broken GET stream are expected; keep them quiet.
   alice.client.onerror = () => {};

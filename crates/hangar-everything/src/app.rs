@@ -25,6 +25,16 @@ use crate::mrtr::{self, Retry, StateSigner};
 const CLIENT_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest `sleep` accepts.
 const MAX_SLEEP_MS: u64 = 10 * 60 * 1000;
+/// Largest answer `large_text` makes.
+const MAX_LARGE_TEXT: u64 = 100 * 1024 * 1024;
+
+/// `large_text`'s text: `len` lowercase letters in a fixed pattern that
+/// does not repeat within short spans, so a test can check every byte.
+pub fn large_text(len: usize) -> String {
+    (0..len)
+        .map(|i| (b'a' + ((i * 7 + i / 26) % 26) as u8) as char)
+        .collect()
+}
 
 /// Who Hangar says is calling: from the environment (a per-user instance),
 /// or, when Hangar started this server as a shared instance
@@ -440,6 +450,21 @@ impl Conn {
                 Ok(tool_result(vec![text(shown)]))
             }
             "whoami" => Ok(tool_result(vec![text(self.whoami(ctx).to_string())])),
+            // Not listed (a test hook, like `test_trigger_*`): an answer of
+            // any size, for the tests of large answers through the router.
+            "large_text" => {
+                let bytes = args.get("bytes").and_then(Value::as_u64).ok_or_else(|| {
+                    RpcError::invalid_params(
+                        "argument \"bytes\" (a non-negative integer) is required",
+                    )
+                })?;
+                if bytes > MAX_LARGE_TEXT {
+                    return Err(RpcError::invalid_params(&format!(
+                        "at most {MAX_LARGE_TEXT} bytes"
+                    )));
+                }
+                Ok(tool_result(vec![text(large_text(bytes as usize))]))
+            }
             "sleep" => {
                 let ms = args.get("ms").and_then(Value::as_u64).ok_or_else(|| {
                     RpcError::invalid_params("argument \"ms\" (a non-negative integer) is required")

@@ -1,10 +1,12 @@
 //! Where instances run.
 //!
 //! An instance is one running copy of a catalog server, for one user
-//! (per-user tenancy) or for everyone (shared). The router only ever talks
-//! HTTP to an instance, so every backend hands back an [`Address`]; the
-//! [`Backend`] trait is the seam where the process backend (here, the embedded
-//! default) and the Fly Machines backend (later) plug in.
+//! (per-user tenancy) or for everyone (shared). The router speaks MCP's
+//! Streamable HTTP to every instance, so every backend hands back an
+//! [`Address`]: an endpoint in the router's own process for local
+//! instances (the process backend, the embedded default), or one to reach
+//! over HTTP (the Fly Machines backend and other replicas, later). The
+//! [`Backend`] trait is the seam where they plug in.
 
 pub mod process;
 pub mod sandbox;
@@ -12,6 +14,7 @@ pub mod sandbox;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use mcp_transport::StreamableHttp;
 
 pub use process::{ProcessBackend, ProcessBackendConfig};
 pub use sandbox::{Sandbox, SandboxMode};
@@ -43,9 +46,23 @@ pub struct InstanceSpec {
 }
 
 /// How the router reaches an instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Address {
+    /// The instance's Streamable HTTP endpoint, in this process: the router
+    /// hands it each request as a function call
+    /// ([`StreamableHttp::handle_admitted`]).
+    InProcess(StreamableHttp),
+    /// HTTP/1.1 on a Unix socket (`hangar wrap --listen unix:PATH`).
     Unix(PathBuf),
+}
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::InProcess(_) => f.write_str("InProcess"),
+            Address::Unix(path) => f.debug_tuple("Unix").field(path).finish(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,36 +1,33 @@
-//! The process backend: each instance is a `hangar wrap` process on this
-//! machine, listening on a Unix socket in Hangar's run dir, running the
-//! server (sandboxed) as its child. `hangar wrap` itself stays outside the
-//! sandbox: it is ours, holds only the router's public key, and is the one
-//! thing the router talks to.
+//! The process backend: each instance is its server's process on this
+//! machine, sandboxed, and the router speaks to it itself. The
+//! `hangar-wrap` machinery (the Streamable HTTP endpoint, its sessions, the
+//! id-rewriting mux over the child's stdio) runs inside the router, one
+//! [`StreamableHttp`] per instance: a request goes from the router's
+//! handler to the instance's endpoint as a function call and to the server
+//! as a line on its stdin, with no second HTTP exchange and no process in
+//! between. The server itself is as isolated as before (its own process,
+//! under bubblewrap, an empty environment); a server that crashes ends its
+//! pipes, never the router.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use hangar_wrap::{Child, Launch, Wrap, WrapConfig};
+use mcp_transport::guard::OriginPolicy;
+use mcp_transport::{Limits, ServerConfig, StreamableHttp};
 
 use crate::sandbox::{Sandbox, SandboxMode};
 use crate::{Address, Backend, BackendError, InstanceSpec, Running};
 
-/// How long an instance may take to start listening.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a stopping instance gets before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a stopping instance's requests get to finish before its
+/// sessions are closed and its server is asked to exit (then killed: see
+/// `hangar_wrap::child`).
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct ProcessBackendConfig {
-    /// The `hangar` executable (runs `hangar wrap`).
-    pub hangar: PathBuf,
-    /// Where instance sockets live (inside Hangar's data dir, hidden from instances).
-    pub run_dir: PathBuf,
-    /// The router's public key, for `--identity-key`.
-    pub identity_key: String,
     /// Sessions inside an instance end after this long idle.
     pub session_idle_timeout: Duration,
 }
@@ -61,36 +58,35 @@ impl ProcessBackend {
         &self.sandbox
     }
 
-    fn command(&self, spec: &InstanceSpec, socket: &std::path::Path) -> Command {
-        let mut cmd = Command::new(&self.config.hangar);
-        // Values go in `--flag=VALUE` form: a base64url key (or an id) may
-        // begin with '-', which would otherwise read as another flag.
-        cmd.arg("wrap")
-            .arg(format!("--listen=unix:{}", socket.display()))
-            .arg("--ready-line")
-            // One server process per instance: a user's sessions share it.
-            .arg("--shared-child")
-            .arg(format!("--identity-key={}", self.config.identity_key))
-            .arg(format!("--instance={}", spec.id))
-            .arg(format!(
-                "--session-idle-timeout={}",
-                self.config.session_idle_timeout.as_secs().max(1)
-            ))
-            .arg("--grace=2")
-            // In both tenancies: the router's verified identity overwrites
-            // whatever `dev.hangar/identity` a client put in `_meta`.
-            .arg("--inject-identity");
-        cmd.arg("--").args(self.sandbox.wrap_command(spec));
-        // `hangar wrap` and the server start from an empty environment:
-        // nothing of the router's (database URL, client secrets, API
-        // tokens) reaches an instance unless the config hands it on.
-        cmd.env_clear()
-            .envs(instance_env(spec, |k| std::env::var(k).ok()));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        cmd
+    /// How the instance's server is started: the sandbox's command line
+    /// around the server's, from an empty environment plus
+    /// [`instance_env`]: nothing of the router's (database URL, client
+    /// secrets, API tokens) reaches an instance unless its config hands it on.
+    fn launch(&self, spec: &InstanceSpec) -> Result<Launch, BackendError> {
+        let mut command = self.sandbox.wrap_command(spec).into_iter();
+        let program = command
+            .next()
+            .ok_or_else(|| BackendError::Start("the server has no command".into()))?;
+        Ok(Launch {
+            program,
+            args: command.collect(),
+            env: instance_env(spec, |k| std::env::var(k).ok()),
+            clear_env: true,
+        })
+    }
+
+    /// The instance's endpoint: one server process for all of its sessions
+    /// (`shared_child`; ids are rewritten so they never collide), and the
+    /// router's verified identity put in every request's `_meta`, over
+    /// whatever `dev.hangar/identity` a client sent, in both tenancies.
+    fn endpoint(&self, wrap: Arc<Wrap>) -> StreamableHttp {
+        let mut config = ServerConfig::new(OriginPolicy::default());
+        config.inject_identity = true;
+        config.limits = Limits {
+            session_idle_timeout: self.config.session_idle_timeout.max(Duration::from_secs(1)),
+            ..Limits::default()
+        };
+        StreamableHttp::new(wrap, config)
     }
 }
 
@@ -107,141 +103,58 @@ impl Backend for ProcessBackend {
         }
         hangar_common::fs::create_private_dir(&spec.data_dir)
             .map_err(|e| BackendError::Start(format!("{}: {e}", spec.data_dir.display())))?;
-        hangar_common::fs::create_private_dir(&self.config.run_dir)
-            .map_err(|e| BackendError::Start(format!("{}: {e}", self.config.run_dir.display())))?;
-        let socket = self.config.run_dir.join(format!("{}.sock", spec.id));
-        let mut child = self
-            .command(spec, &socket)
-            .spawn()
-            .map_err(|e| BackendError::Start(format!("{}: {e}", self.config.hangar.display())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| BackendError::Start("no stdout pipe".into()))?;
-        let mut lines = BufReader::new(stdout).lines();
-        match tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await {
-            Ok(Ok(Some(line))) if line.trim() == "ready" => {}
-            Ok(Ok(other)) => {
-                // Without a ready line it has usually exited (its reason is
-                // on stderr): report how, waiting a moment for the status.
-                let status = match tokio::time::timeout(Duration::from_secs(1), child.wait()).await
-                {
-                    Ok(Ok(status)) => format!("it exited ({status})"),
-                    _ => {
-                        let _ = child.kill().await;
-                        "it stopped talking".to_owned()
-                    }
-                };
-                let said = match other {
-                    Some(line) => format!(
-                        "its first line was not \"ready\" but {:?}",
-                        truncate(&line, 200)
-                    ),
-                    None => "it printed nothing".to_owned(),
-                };
-                return Err(BackendError::NotReady(format!("{said}; {status}")));
-            }
-            Ok(Err(e)) => return Err(BackendError::NotReady(e.to_string())),
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(BackendError::NotReady(format!(
-                    "not ready within {READY_TIMEOUT:?}"
-                )));
-            }
-        }
-        let pid = child.id();
-        let alive = Arc::new(AtomicBool::new(true));
-        let child = Arc::new(Mutex::new(Some(child)));
-        tokio::spawn(watch_exit(child.clone(), alive.clone(), spec.id.clone()));
-        Ok(Box::new(ProcessInstance {
-            address: Address::Unix(socket),
-            pid,
-            alive,
-            child,
+        let wrap = Arc::new(Wrap::new(WrapConfig {
+            launch: self.launch(spec)?,
+            shared_child: true,
+        }));
+        let server = wrap
+            .start()
+            .await
+            .map_err(|e| BackendError::Start(e.to_string()))?;
+        let endpoint = self.endpoint(wrap);
+        Ok(Box::new(LocalInstance {
+            address: Address::InProcess(endpoint.clone()),
+            endpoint,
+            server,
+            stopped: AtomicBool::new(false),
         }))
     }
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// Marks the instance dead as soon as its process exits, however it exits.
-async fn watch_exit(child: Arc<Mutex<Option<Child>>>, alive: Arc<AtomicBool>, id: String) {
-    loop {
-        {
-            let mut guard = child.lock().await;
-            let Some(process) = guard.as_mut() else { break };
-            match process.try_wait() {
-                Ok(Some(status)) => {
-                    tracing::info!(instance = %id, %status, "instance exited");
-                    break;
-                }
-                Ok(None) => {}
-                Err(_) => break,
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    alive.store(false, Ordering::SeqCst);
-}
-
-struct ProcessInstance {
+/// A running local instance: its endpoint in this process and its server.
+struct LocalInstance {
     address: Address,
-    pid: Option<u32>,
-    alive: Arc<AtomicBool>,
-    child: Arc<Mutex<Option<Child>>>,
+    endpoint: StreamableHttp,
+    /// The server process every legacy session talks to; the instance lives
+    /// as long as it does. (A modern request's server is started on the
+    /// first modern request and started again by the endpoint if it exits.)
+    server: Arc<Child>,
+    stopped: AtomicBool,
 }
 
 #[async_trait]
-impl Running for ProcessInstance {
+impl Running for LocalInstance {
     fn address(&self) -> &Address {
         &self.address
     }
 
     fn pid(&self) -> Option<u32> {
-        self.pid
+        self.server.pid()
     }
 
     fn is_alive(&self) -> bool {
-        if !self.alive.load(Ordering::SeqCst) {
-            return false;
-        }
-        // The watcher only polls: look now as well, so that a request right
-        // after a crash starts a new instance instead of failing on the dead one.
-        match self.child.try_lock() {
-            Ok(mut child) => match child.as_mut() {
-                Some(process) => matches!(process.try_wait(), Ok(None)),
-                // Taken by `stop`: it is going away.
-                None => false,
-            },
-            // The watcher (or `stop`) holds it right now; trust the flag.
-            Err(_) => true,
-        }
+        // `has_exited` looks at the process itself, so a request right after
+        // a `kill -9` starts a new instance instead of failing on this one.
+        !self.stopped.load(Ordering::SeqCst) && !self.server.has_exited()
     }
 
     async fn stop(&self) {
-        let taken = self.child.lock().await.take();
-        let Some(mut child) = taken else { return };
-        if let Some(pid) = child.id() {
-            // SIGTERM lets `hangar wrap` drain and stop its server.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
         }
-        if tokio::time::timeout(STOP_GRACE, child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-        self.alive.store(false, Ordering::SeqCst);
-        let Address::Unix(path) = &self.address;
-        let _ = std::fs::remove_file(path);
+        // Requests in flight finish (up to the grace), streams end, then
+        // every server process of the instance is asked to exit, then killed.
+        self.endpoint.shutdown(STOP_GRACE).await;
     }
 }
 
@@ -298,44 +211,6 @@ pub fn instance_env(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flag_values_that_look_like_flags_stay_values() {
-        let backend = ProcessBackend::new(
-            ProcessBackendConfig {
-                hangar: "hangar".into(),
-                run_dir: "/run/hangar".into(),
-                // base64url keys may begin with '-'.
-                identity_key: "-pKey".into(),
-                session_idle_timeout: Duration::from_secs(60),
-            },
-            Sandbox::detect(SandboxMode::Off, vec![]),
-        );
-        let spec = InstanceSpec {
-            id: "-odd-id".into(),
-            server: "s".into(),
-            user: None,
-            command: vec!["server".into()],
-            env: vec![],
-            data_dir: "/data/i".into(),
-            network: crate::Network::Host,
-            shared: false,
-        };
-        let cmd = backend.command(&spec, std::path::Path::new("/run/hangar/i.sock"));
-        let args: Vec<String> = cmd
-            .as_std()
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        for expected in [
-            "--listen=unix:/run/hangar/i.sock",
-            "--identity-key=-pKey",
-            "--instance=-odd-id",
-        ] {
-            assert!(args.iter().any(|a| a == expected), "{expected} in {args:?}");
-        }
-        assert_eq!(args.last().map(String::as_str), Some("server"));
-    }
 
     #[test]
     fn an_instance_gets_the_base_hangars_own_and_its_config_and_nothing_else() {
@@ -397,27 +272,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_killed_instance_is_dead_at_once_and_a_stopped_one_too() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("hangar-machines-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        // Stands in for `hangar wrap`: says it is ready, then waits.
-        let fake = dir.join("fake-hangar");
-        std::fs::write(&fake, "#!/bin/sh\necho ready\nexec sleep 30\n").unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "hangar-machines-test-{}",
+            hangar_common::random::hex(8)
+        ));
         let backend = ProcessBackend::new(
             ProcessBackendConfig {
-                hangar: fake,
-                run_dir: dir.join("run"),
-                identity_key: "key".into(),
                 session_idle_timeout: Duration::from_secs(60),
             },
             Sandbox::detect(SandboxMode::Off, vec![]),
         );
+        // Stands in for a stdio server: reads its stdin until it closes.
         let spec = |id: &str| InstanceSpec {
             id: id.into(),
             server: "s".into(),
             user: None,
-            command: vec!["server".into()],
+            command: vec!["sh".into(), "-c".into(), "exec cat >/dev/null".into()],
             env: vec![],
             data_dir: dir.join(id),
             network: crate::Network::Host,
@@ -426,9 +296,10 @@ mod tests {
 
         let killed = backend.start(&spec("a")).await.unwrap();
         assert!(killed.is_alive());
+        assert!(matches!(killed.address(), Address::InProcess(_)));
         let pid = nix::unistd::Pid::from_raw(killed.pid().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
-        // Well before the exit watcher's next poll.
+        // At once: not after the reader has seen its pipe close.
         let deadline = std::time::Instant::now() + Duration::from_millis(50);
         while killed.is_alive() {
             assert!(
@@ -440,8 +311,46 @@ mod tests {
 
         let stopped = backend.start(&spec("b")).await.unwrap();
         assert!(stopped.is_alive());
+        let pid = stopped.pid().unwrap();
         stopped.stop().await;
         assert!(!stopped.is_alive());
+        // Its server was asked to exit (stdin closed) and is gone.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_be_started_fails_the_start() {
+        let dir = std::env::temp_dir().join(format!(
+            "hangar-machines-test-{}",
+            hangar_common::random::hex(8)
+        ));
+        let backend = ProcessBackend::new(
+            ProcessBackendConfig {
+                session_idle_timeout: Duration::from_secs(60),
+            },
+            Sandbox::detect(SandboxMode::Off, vec![]),
+        );
+        let spec = InstanceSpec {
+            id: "c".into(),
+            server: "s".into(),
+            user: None,
+            command: vec!["/nonexistent/server".into()],
+            env: vec![],
+            data_dir: dir.join("c"),
+            network: crate::Network::Host,
+            shared: false,
+        };
+        let err = match backend.start(&spec).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("started a server that does not exist"),
+        };
+        assert!(err.contains("could not start"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

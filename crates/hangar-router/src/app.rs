@@ -12,7 +12,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use hangar_identity::Signer;
 use hangar_store::Store;
 use http::{header, HeaderValue, Request, StatusCode};
 use mcp_transport::codes;
@@ -33,7 +32,6 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub auth: Arc<dyn Authenticator>,
     pub instances: Arc<Instances>,
-    pub signer: Arc<Signer>,
     pub metrics: Arc<Metrics>,
     pub origins: OriginPolicy,
     pub(crate) audit: AuditLog,
@@ -47,7 +45,6 @@ impl AppState {
         store: Arc<Store>,
         auth: Arc<dyn Authenticator>,
         instances: Arc<Instances>,
-        signer: Arc<Signer>,
         metrics: Arc<Metrics>,
     ) -> AppState {
         let mut origins = OriginPolicy::for_listener(&config.listen);
@@ -64,7 +61,6 @@ impl AppState {
             store,
             auth,
             instances,
-            signer,
             metrics,
             origins,
             sessions: Sessions::start(SessionLimits::default()),

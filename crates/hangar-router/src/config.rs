@@ -302,11 +302,6 @@ impl Config {
         self.data_dir.join("identity.key")
     }
 
-    /// Where instances' sockets live.
-    pub fn run_dir(&self) -> PathBuf {
-        self.data_dir.join("run")
-    }
-
     /// An instance's own persistent dir.
     pub fn instance_dir(&self, instance_id: &str) -> PathBuf {
         self.data_dir.join("instances").join(instance_id)

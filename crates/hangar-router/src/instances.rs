@@ -10,11 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use bytes::Bytes;
+use hangar_identity::{Identity, Signer};
 use hangar_machines::{Address, Backend, InstanceSpec, Running};
 use hangar_store::{Instance as InstanceRecord, Store};
+use http::HeaderValue;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mcp_transport::StreamableHttp;
 
 use crate::auth::Principal;
 use crate::config::{Config, ServerConfig, Tenancy};
@@ -42,22 +46,35 @@ pub struct SendError {
 /// reopened on the next.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
-/// A running instance and the connection the router keeps to it.
+/// A running instance and how the router speaks to it.
 pub struct Live {
     pub id: String,
     /// Unique to this run of the instance.
     pub generation: u64,
     running: Box<dyn Running>,
-    /// Set when the instance could not be connected to: dead whatever its
+    /// Set when the instance could not be reached: dead whatever its
     /// process looks like (it may not have been reaped yet).
     unreachable: AtomicBool,
-    /// HTTP/1.1 to the instance's Unix socket, with a pool of kept-alive
-    /// connections: a connection per request in flight, reused after. (One
-    /// multiplexed HTTP/2 connection cost more router CPU per request: its
-    /// connection task, framing and flow control; see docs/benchmarks.md.)
-    client: UpstreamClient,
+    link: Link,
     inflight: AtomicUsize,
     last_used: Mutex<Instant>,
+}
+
+/// How a request reaches an instance.
+enum Link {
+    /// A local instance's endpoint, in this process: a function call, with
+    /// the verified identity handed over as is (nothing to sign: no one
+    /// else can make this call).
+    InProcess(StreamableHttp),
+    /// HTTP/1.1 with a pool of kept-alive connections (a connection per
+    /// request in flight, reused after), each request carrying the
+    /// router's signed identity assertion.
+    Http(Box<HttpLink>),
+}
+
+struct HttpLink {
+    client: UpstreamClient,
+    signer: Arc<Signer>,
 }
 
 impl Live {
@@ -82,23 +99,60 @@ impl Live {
         InflightGuard(self.clone())
     }
 
-    /// Sends a request to the instance (on a pooled connection, or a new one).
+    /// Sends a request to the instance on behalf of `identity`.
     pub async fn send(
         &self,
-        request: http::Request<Full<Bytes>>,
-    ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-        self.client.request(request).await.map_err(|e| {
-            let undelivered = e.is_connect();
-            if undelivered {
-                // Its socket refuses connections: the process is gone or
-                // going, even if it has not been reaped yet.
-                self.unreachable.store(true, Ordering::SeqCst);
+        request: http::Request<Bytes>,
+        identity: &Identity,
+    ) -> Result<http::Response<Body>, SendError> {
+        match &self.link {
+            Link::InProcess(endpoint) => {
+                if !self.running.is_alive() {
+                    // Its server has exited: nothing was sent.
+                    self.unreachable.store(true, Ordering::SeqCst);
+                    return Err(SendError {
+                        undelivered: true,
+                        detail: "the instance's server has exited".into(),
+                    });
+                }
+                let caller = serde_json::to_string(identity).map_err(|e| SendError {
+                    undelivered: true,
+                    detail: e.to_string(),
+                })?;
+                Ok(endpoint
+                    .handle_admitted(request.map(Body::from), Some(caller))
+                    .await)
             }
-            SendError {
-                undelivered,
-                detail: mcp_transport::error_chain(&e),
+            Link::Http(http) => {
+                let HttpLink { client, signer } = &**http;
+                let (mut head, body) = request.into_parts();
+                let assertion = signer
+                    .assertion(identity)
+                    .ok()
+                    .and_then(|a| HeaderValue::from_str(&a).ok())
+                    .ok_or_else(|| SendError {
+                        undelivered: true,
+                        detail: "could not sign the identity assertion".into(),
+                    })?;
+                head.headers.insert(hangar_identity::HEADER, assertion);
+                let request = http::Request::from_parts(head, Full::new(body));
+                match client.request(request).await {
+                    Ok(resp) => Ok(resp.map(Body::new)),
+                    Err(e) => {
+                        let undelivered = e.is_connect();
+                        if undelivered {
+                            // Its socket refuses connections: the process is
+                            // gone or going, even if it has not been reaped yet.
+                            self.unreachable.store(true, Ordering::SeqCst);
+                        }
+                        Err(SendError {
+                            undelivered,
+                            detail: mcp_transport::error_chain(&e),
+                        })
+                    }
+                }
             }
-        })
+        }
     }
 }
 
@@ -132,12 +186,67 @@ impl tower_service::Service<http::Uri> for UnixConnector {
     }
 }
 
-/// The pooled HTTP/1.1 client for an instance listening on `address`.
-fn upstream_client(address: &Address) -> UpstreamClient {
-    let Address::Unix(path) = address;
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(UnixConnector(Arc::new(path.clone())))
+/// How the router will speak to an instance at `address`.
+fn link(address: &Address, signer: &Arc<Signer>) -> Link {
+    match address {
+        Address::InProcess(endpoint) => Link::InProcess(endpoint.clone()),
+        Address::Unix(path) => Link::Http(Box::new(HttpLink {
+            client: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(UnixConnector(Arc::new(path.clone()))),
+            signer: signer.clone(),
+        })),
+    }
+}
+
+/// Writes instance records to the store in the order they are made, on a
+/// task of its own. Bounded: when the store is down for long, the oldest
+/// states are not queued forever (the records are what `hangar instances`
+/// shows, not what the router runs on).
+struct RecordWriter {
+    tx: tokio::sync::mpsc::Sender<Record>,
+}
+
+enum Record {
+    Upsert(InstanceRecord),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Most instance records waiting to be written.
+const RECORD_QUEUE: usize = 4096;
+
+impl RecordWriter {
+    fn start(store: Arc<Store>) -> RecordWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Record>(RECORD_QUEUE);
+        tokio::spawn(async move {
+            while let Some(record) = rx.recv().await {
+                match record {
+                    Record::Upsert(record) => {
+                        if let Err(e) = store.upsert_instance(&record).await {
+                            tracing::warn!(instance = %record.id, "could not record the instance: {e}");
+                        }
+                    }
+                    Record::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        RecordWriter { tx }
+    }
+
+    fn write(&self, record: InstanceRecord) {
+        if let Err(e) = self.tx.try_send(Record::Upsert(record)) {
+            tracing::warn!("instance record not written: {e}");
+        }
+    }
+
+    async fn flush(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Record::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+        }
+    }
 }
 
 /// Keeps an instance from idling out while a request or stream is open.
@@ -177,7 +286,9 @@ pub struct Instances {
     backend: Arc<dyn Backend>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    store: Arc<Store>,
+    /// Signs the identity assertions of requests that go over HTTP.
+    signer: Arc<Signer>,
+    records: RecordWriter,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     running: AtomicUsize,
 }
@@ -211,12 +322,14 @@ impl Instances {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         store: Arc<Store>,
+        signer: Arc<Signer>,
     ) -> Arc<Instances> {
         let instances = Arc::new(Instances {
             backend,
             config,
             metrics,
-            store,
+            records: RecordWriter::start(store),
+            signer,
             slots: Mutex::new(HashMap::new()),
             running: AtomicUsize::new(0),
         });
@@ -270,7 +383,7 @@ impl Instances {
             tracing::warn!(instance = %id, "instance died; starting it again");
             // Unreachable is dead: make sure its process is gone too.
             current.running.stop().await;
-            self.forget(&id, &slot, "crashed").await;
+            self.forget(&id, &slot, "crashed");
             *live = None;
         }
         if self.running.fetch_add(1, Ordering::SeqCst) >= self.config.max_instances {
@@ -309,17 +422,16 @@ impl Instances {
             .with_label_values(&[&server.name])
             .observe(elapsed.as_secs_f64());
         tracing::info!(instance = %id, pid = ?running.pid(), ms = elapsed.as_millis() as u64, "instance started");
-        let client = upstream_client(running.address());
         let fresh = Arc::new(Live {
             id: id.clone(),
             generation: GENERATION.fetch_add(1, Ordering::SeqCst),
+            link: link(running.address(), &self.signer),
             running,
             unreachable: AtomicBool::new(false),
-            client,
             inflight: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
         });
-        self.record(&fresh, &slot, "running").await;
+        self.record(&fresh, &slot, "running");
         *live = Some(fresh.clone());
         slot.started.send_replace(fresh.generation);
         Ok(fresh)
@@ -346,9 +458,12 @@ impl Instances {
         self.slot(server, user).1.started.subscribe()
     }
 
-    async fn record(&self, live: &Live, slot: &Slot, state: &str) {
+    /// Records the instance as running (for `hangar instances`), off the
+    /// request path: the store write, with its disk sync, was a
+    /// millisecond or more of every cold start.
+    fn record(&self, live: &Live, slot: &Slot, state: &str) {
         let now = hangar_store::now();
-        let record = InstanceRecord {
+        self.records.write(InstanceRecord {
             id: live.id.clone(),
             server: slot.server.clone(),
             user_id: slot.user.as_ref().map(|u| u.user_id.clone()),
@@ -357,16 +472,13 @@ impl Instances {
             address: None,
             started_at: Some(now),
             last_used_at: Some(now),
-        };
-        if let Err(e) = self.store.upsert_instance(&record).await {
-            tracing::warn!(instance = %live.id, "could not record the instance: {e}");
-        }
+        });
     }
 
-    async fn forget(&self, id: &str, slot: &Slot, state: &str) {
+    fn forget(&self, id: &str, slot: &Slot, state: &str) {
         self.running.fetch_sub(1, Ordering::SeqCst);
         self.metrics.instances_running.dec();
-        let record = InstanceRecord {
+        self.records.write(InstanceRecord {
             id: id.to_owned(),
             server: slot.server.clone(),
             user_id: slot.user.as_ref().map(|u| u.user_id.clone()),
@@ -375,10 +487,7 @@ impl Instances {
             address: None,
             started_at: None,
             last_used_at: Some(hangar_store::now()),
-        };
-        if let Err(e) = self.store.upsert_instance(&record).await {
-            tracing::warn!(instance = %id, "could not record the instance: {e}");
-        }
+        });
     }
 
     /// Every slot, copied out so no lock is held across an await.
@@ -401,7 +510,7 @@ impl Instances {
             if !current.is_alive() {
                 tracing::warn!(instance = %id, "instance exited");
                 current.running.stop().await;
-                self.forget(&id, &slot, "crashed").await;
+                self.forget(&id, &slot, "crashed");
                 *live = None;
                 continue;
             }
@@ -410,22 +519,27 @@ impl Instances {
             {
                 tracing::info!(instance = %id, "instance idle; stopping it");
                 current.running.stop().await;
-                self.forget(&id, &slot, "stopped").await;
+                self.forget(&id, &slot, "stopped");
                 *live = None;
             }
         }
     }
 
     /// Stops everything (router shutdown).
+    /// All at once: each gets its grace in parallel, so a thousand
+    /// instances stop in about the time of the slowest.
     pub async fn stop_all(&self) {
         let slots = self.snapshot();
-        for (id, slot) in slots {
+        let stops = slots.iter().map(|(id, slot)| async move {
             let mut live = slot.live.lock().await;
             if let Some(current) = live.take() {
                 current.running.stop().await;
-                self.forget(&id, &slot, "stopped").await;
+                self.forget(id, slot, "stopped");
             }
-        }
+        });
+        futures_util::future::join_all(stops).await;
+        // The last states reach the store before the router exits.
+        self.records.flush().await;
     }
 
     pub async fn list(&self) -> Vec<InstanceView> {
@@ -480,10 +594,11 @@ mod tests {
             hangar_common::random::hex(8)
         ));
         let address = Address::Unix(socket);
+        let signer = Arc::new(Signer::from_seed(&[7; 32]).unwrap());
         let live = Live {
             id: "i".into(),
             generation: 1,
-            client: upstream_client(&address),
+            link: link(&address, &signer),
             running: Box::new(Dying(address)),
             unreachable: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
@@ -491,9 +606,18 @@ mod tests {
         };
         assert!(live.is_alive());
         let req = http::Request::post("http://instance/mcp")
-            .body(Full::new(Bytes::from_static(b"{}")))
+            .body(Bytes::from_static(b"{}"))
             .unwrap();
-        let err = live.send(req).await.expect_err("nothing listens there");
+        let identity = Identity {
+            user: None,
+            user_name: None,
+            server: "s".into(),
+            instance: "i".into(),
+        };
+        let err = live
+            .send(req, &identity)
+            .await
+            .expect_err("nothing listens there");
         assert!(err.undelivered, "{}", err.detail);
         assert!(!live.is_alive());
     }

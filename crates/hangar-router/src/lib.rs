@@ -16,7 +16,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod sessions;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +49,7 @@ pub struct Router {
 }
 
 /// Builds the router for `config` with the process backend.
-pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> {
+pub async fn build(config: Config) -> anyhow::Result<Router> {
     let config = Arc::new(config);
     // Keys and instance dirs live here even when the store is Postgres.
     hangar_common::fs::create_private_dir(&config.data_dir)
@@ -66,9 +65,6 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
     let sandbox_problem = sandbox.problem().map(str::to_owned);
     let backend = Arc::new(ProcessBackend::new(
         ProcessBackendConfig {
-            hangar: hangar_exe.to_path_buf(),
-            run_dir: config.run_dir(),
-            identity_key: signer.public_key().to_owned(),
             session_idle_timeout: config
                 .servers
                 .values()
@@ -79,8 +75,13 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
         sandbox,
     ));
     let metrics = Arc::new(metrics::Metrics::new());
-    let instances =
-        instances::Instances::new(backend, config.clone(), metrics.clone(), store.clone());
+    let instances = instances::Instances::new(
+        backend,
+        config.clone(),
+        metrics.clone(),
+        store.clone(),
+        signer.clone(),
+    );
     let auth_server =
         hangar_auth::AuthServer::new(config.oauth.clone(), store.clone(), &config.data_dir)
             .context("authorization server")?;
@@ -90,7 +91,6 @@ pub async fn build(config: Config, hangar_exe: &Path) -> anyhow::Result<Router> 
         store.clone(),
         auth,
         instances.clone(),
-        signer,
         metrics,
     ));
     Ok(Router {

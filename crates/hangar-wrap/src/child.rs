@@ -25,8 +25,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child as Process, Command};
 use tokio::sync::{mpsc, oneshot};
 
-/// Longest line we read from a child's stdout.
-const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Longest line we read from a child's stdout: the largest message a
+/// server can send (one line is one message, held whole while its id is
+/// mapped back). Answers of 64 MiB pass; a longer line is dropped, with a
+/// warning, and its request answered with an error when the server exits.
+const MAX_LINE: usize = 128 * 1024 * 1024;
+/// Lines up to this size are copied out of the reader's buffer, which is
+/// kept; a longer one takes the buffer with it.
+const KEEP_LINE_BUFFER: usize = 64 * 1024;
 /// Most requests one child may have in flight (all sessions together).
 const MAX_PENDING: usize = 4096;
 /// How long a child gets to exit after its stdin closes, before it is killed.
@@ -41,6 +47,9 @@ pub struct Launch {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Start from an empty environment (plus `env`) instead of this
+    /// process's: how the router starts instances, which inherit nothing.
+    pub clear_env: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +108,9 @@ impl Child {
     /// Starts the process and its reader and writer tasks.
     pub fn spawn(launch: &Launch, shared: bool) -> Result<Arc<Child>, SpawnError> {
         let mut cmd = Command::new(&launch.program);
+        if launch.clear_env {
+            cmd.env_clear();
+        }
         cmd.args(&launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
@@ -163,6 +175,23 @@ impl Child {
 
     pub fn pid(&self) -> Option<u32> {
         self.pid
+    }
+
+    /// True once the process has exited, even before its pipes have told
+    /// the reader (a `kill -9` is seen at once, not after the reader's EOF).
+    pub fn has_exited(&self) -> bool {
+        if !self.is_alive() {
+            return true;
+        }
+        match self.process.try_lock() {
+            Ok(mut process) => match process.as_mut() {
+                Some(p) => !matches!(p.try_wait(), Ok(None)),
+                // Taken by `stop`: it is going away.
+                None => true,
+            },
+            // `stop` holds it right now; trust the flag.
+            Err(_) => false,
+        }
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
@@ -560,19 +589,32 @@ async fn read_lines(child: std::sync::Weak<Child>, stdout: tokio::process::Child
                 tracing::warn!(pid = ?child.pid, "MCP server wrote a line over {MAX_LINE} bytes; skipped");
                 continue;
             }
-            Ok(Line::Complete) => match std::str::from_utf8(&buf) {
-                Ok(text) => text.to_owned(),
-                Err(_) => {
-                    tracing::warn!(pid = ?child.pid, "MCP server wrote a line that is not UTF-8; skipped");
-                    continue;
+            Ok(Line::Complete) => {
+                // A large line's buffer becomes the message's text (no copy)
+                // and is not kept for the next line: the reader must not hold
+                // the biggest answer it ever saw.
+                let bytes = if buf.len() > KEEP_LINE_BUFFER {
+                    std::mem::take(&mut buf)
+                } else {
+                    buf.clone()
+                };
+                match String::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(_) => {
+                        tracing::warn!(pid = ?child.pid, "MCP server wrote a line that is not UTF-8; skipped");
+                        continue;
+                    }
                 }
-            },
+            }
         };
         if line.trim().is_empty() {
             continue;
         }
         match Message::parse(line.as_str()) {
-            Ok(message) => child.route(message).await,
+            Ok(message) => {
+                drop(line); // the message has its own copy
+                child.route(message).await
+            }
             Err(e) => {
                 let shown: String = line.chars().take(200).collect();
                 tracing::warn!(pid = ?child.pid, "MCP server wrote a non-JSON-RPC line to stdout ({e}): {shown}");

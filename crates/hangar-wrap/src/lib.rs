@@ -80,6 +80,14 @@ impl Wrap {
         Ok(child)
     }
 
+    /// Starts the child every legacy session shares (`shared_child`) now
+    /// rather than on the first session, and returns it: how the router
+    /// starts a local instance (its first call then finds the server
+    /// running, and a server that cannot start fails the start).
+    pub async fn start(&self) -> Result<Arc<Child>, OpenError> {
+        self.common_child().await
+    }
+
     /// The common child, started (again) if it is not running.
     async fn common_child(&self) -> Result<Arc<Child>, OpenError> {
         let mut common = self.common.lock().await;

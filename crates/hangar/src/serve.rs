@@ -51,12 +51,12 @@ macro_rules! say {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config.load(args.listen)?;
+    raise_open_files_limit();
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
     let servers: Vec<String> = config.servers.keys().cloned().collect();
     let public_url = config.public_url.clone();
-    let exe = std::env::current_exe().context("locating the hangar executable")?;
-    let router = hangar_router::build(config, &exe).await?;
+    let router = hangar_router::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -105,6 +105,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     router.instances.stop_all().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
+}
+
+/// Raises this process's soft limit on open files to its hard limit. Each
+/// local instance holds its server's pipes in the router, and each client
+/// a connection: the usual soft limit of 1,024 would stop a router at a
+/// few hundred active users, with "too many open files".
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => tracing::warn!("could not raise the open files limit from {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not read the open files limit: {e}"),
+    }
 }
 
 #[derive(Args)]

@@ -110,6 +110,7 @@ pub async fn run(args: WrapArgs) -> anyhow::Result<()> {
             program: program.clone(),
             args: rest.to_vec(),
             env: Vec::new(),
+            clear_env: false,
         },
         shared_child: args.shared_child,
     }));

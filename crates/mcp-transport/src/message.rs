@@ -363,6 +363,18 @@ impl Message {
         &self.text
     }
 
+    /// The message's bytes, sharing its text (no copy: an answer of many
+    /// megabytes becomes an HTTP body as it is).
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        struct Text(Arc<str>);
+        impl AsRef<[u8]> for Text {
+            fn as_ref(&self) -> &[u8] {
+                self.0.as_bytes()
+            }
+        }
+        bytes::Bytes::from_owner(Text(self.text.clone()))
+    }
+
     pub fn method(&self) -> Option<&str> {
         self.method.as_deref()
     }

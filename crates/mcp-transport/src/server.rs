@@ -190,11 +190,27 @@ impl StreamableHttp {
 
     /// Answers one HTTP request to the MCP endpoint.
     pub async fn handle(&self, req: Request<Body>) -> Response {
-        let inner = &self.inner;
-        let identity = match inner.guard(req.headers()) {
+        let identity = match self.inner.guard(req.headers()) {
             Ok(identity) => identity,
             Err(resp) => return resp,
         };
+        self.dispatch(req, identity).await
+    }
+
+    /// Answers a request that the process embedding this endpoint has
+    /// already admitted: the router serving a local instance in-process
+    /// checked Host/Origin and the caller's token itself, so none of that
+    /// happens here. `caller` is the verified identity (JSON), injected into
+    /// `_meta` when [`ServerConfig::inject_identity`] is set, as an identity
+    /// from a [`CallerCheck`] would be. Nothing outside the process can reach
+    /// this: it is a function call, not a listener.
+    pub async fn handle_admitted(&self, req: Request<Body>, caller: Option<String>) -> Response {
+        let identity = caller.filter(|_| self.inner.config.inject_identity);
+        self.dispatch(req, identity).await
+    }
+
+    async fn dispatch(&self, req: Request<Body>, identity: Option<String>) -> Response {
+        let inner = &self.inner;
         match *req.method() {
             Method::POST => {
                 let _busy = inner.busy.enter();
@@ -600,7 +616,7 @@ impl Inner {
         let response = session.request(message, events_tx).await;
         if response.is_error() {
             session.close().await;
-            return json_response(StatusCode::OK, response.as_str().to_owned());
+            return json_response(StatusCode::OK, response.to_bytes());
         }
         let entry = Arc::new(SessionEntry {
             session,
@@ -624,7 +640,7 @@ impl Inner {
                 entry.streams().push(STANDALONE, msg.as_str());
             }
         });
-        let mut resp = json_response(StatusCode::OK, response.as_str().to_owned());
+        let mut resp = json_response(StatusCode::OK, response.to_bytes());
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(SESSION_HEADER, v);
         }
@@ -666,7 +682,7 @@ impl Inner {
         }
 
         match race(accept, &mut events_rx, &mut response_rx).await {
-            Outcome::Json(response) => json_response(StatusCode::OK, response.as_str().to_owned()),
+            Outcome::Json(response) => json_response(StatusCode::OK, response.to_bytes()),
             Outcome::Cancelled => cancelled_response(&id),
             Outcome::Stream { first, ready } => {
                 self.stream_legacy(entry, first, events_rx, ready, response_rx)
@@ -1021,7 +1037,7 @@ fn modern_status(response: &Message) -> StatusCode {
 }
 
 fn modern_json(response: &Message) -> Response {
-    json_response(modern_status(response), response.as_str().to_owned())
+    json_response(modern_status(response), response.to_bytes())
 }
 
 fn new_session_id() -> String {
@@ -1029,8 +1045,8 @@ fn new_session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
-    let mut resp = Response::new(Body::from(body));
+fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut resp = Response::new(body.into());
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -24,10 +24,17 @@ pub const STANDALONE: u64 = 0;
 /// How many bytes a live attachment may lag before we drop it (the client
 /// then resumes from the replay buffer).
 const LIVE_CAPACITY: usize = 1024;
+/// Most bytes of events a stream keeps for replay; older events go first.
+/// A large answer still reaches the live attachment whole, but one over
+/// this is not kept for a client that resumes later: memory stays bounded
+/// whatever size the answers are.
+pub const REPLAY_BYTES_PER_STREAM: usize = 1024 * 1024;
 
 struct StreamBuf {
     next_seq: u64,
     events: VecDeque<(u64, Bytes)>,
+    /// The bytes in `events`.
+    kept_bytes: usize,
     live: Option<mpsc::Sender<Bytes>>,
     /// Events up to here reached a live attachment (for the standalone stream,
     /// whose undelivered events go to the next GET even without Last-Event-ID).
@@ -40,6 +47,7 @@ impl StreamBuf {
         StreamBuf {
             next_seq: 1,
             events: VecDeque::new(),
+            kept_bytes: 0,
             live: None,
             delivered_upto: 0,
             finished: false,
@@ -109,9 +117,13 @@ impl Streams {
                 buf.live = None;
             }
         }
+        buf.kept_bytes += bytes.len();
         buf.events.push_back((seq, bytes));
-        while buf.events.len() > limit {
-            buf.events.pop_front();
+        while buf.events.len() > limit || buf.kept_bytes > REPLAY_BYTES_PER_STREAM {
+            match buf.events.pop_front() {
+                Some((_, old)) => buf.kept_bytes -= old.len(),
+                None => break,
+            }
         }
     }
 
@@ -265,6 +277,30 @@ mod tests {
         }
         let mut again = s.resume(a, Some(0), 100).unwrap();
         assert_eq!(drain(&mut again).len(), 3);
+    }
+
+    /// Issue 10: a stream kept every large answer for replay (up to 256
+    /// events per stream, 32 finished streams per session), so a session of
+    /// 64 MiB answers held gigabytes. The live body still gets every byte.
+    #[test]
+    fn replay_buffer_is_bounded_in_bytes_too() {
+        let mut s = Streams::new(256, 4);
+        let (a, mut live) = s.open(100);
+        let big = "x".repeat(REPLAY_BYTES_PER_STREAM / 2 + 1);
+        for _ in 0..3 {
+            s.push(a, &big);
+        }
+        let got = drain(&mut live);
+        assert_eq!(got.iter().filter(|e| e.contains(&big)).count(), 3);
+        let buf = &s.streams[&a];
+        assert!(
+            buf.kept_bytes <= REPLAY_BYTES_PER_STREAM,
+            "{}",
+            buf.kept_bytes
+        );
+        assert_eq!(buf.events.len(), 1);
+        let mut again = s.resume(a, Some(0), 100).unwrap();
+        assert_eq!(drain(&mut again).len(), 1);
     }
 
     #[test]

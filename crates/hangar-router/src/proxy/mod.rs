@@ -13,6 +13,7 @@
 //! ```
 
 pub mod error;
+pub mod outcome;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -36,11 +37,10 @@ use crate::config::{Access, ServerConfig};
 use crate::instances::{InstanceError, Live};
 use crate::sessions::{Lookup, Owner, Recorded, Session, Upstream, MAX_RECORDED};
 pub use error::{ProxyError, Rejection};
+use outcome::{AnswerReader, Outcome};
 
 /// Largest request body the router accepts (instances apply their own limit too).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
-/// Largest JSON answer the router reads to audit a tool call.
-const MAX_AUDITED_ANSWER: usize = 4 * 1024 * 1024;
 /// Largest answer read (and dropped) while replaying a session.
 const MAX_REPLAY_ANSWER: usize = 1024 * 1024;
 /// A GET stream of a session whose instance is stopped is held by the
@@ -315,10 +315,8 @@ async fn end_session(ctx: &Ctx<'_>, session: &Session, parts: &Parts) -> Respons
             &parts.headers,
             Bytes::new(),
             Some(&upstream.session_id),
-            &ctx.state.signer,
-            &identity,
         ) {
-            if let Err(e) = live.send(req).await {
+            if let Err(e) = live.send(req, &identity).await {
                 tracing::debug!(instance = %live.id, "DELETE not delivered: {}", e.detail);
             }
         }
@@ -389,7 +387,7 @@ async fn exchange(
     parts: &Parts,
     body: Bytes,
     session: Option<&Session>,
-) -> Result<(Arc<Live>, http::Response<hyper::body::Incoming>), Rejection> {
+) -> Result<(Arc<Live>, http::Response<Body>), Rejection> {
     let mut retried = false;
     loop {
         let upstream_session = match session {
@@ -402,14 +400,12 @@ async fn exchange(
             &parts.headers,
             body.clone(),
             upstream_session.as_deref(),
-            &ctx.state.signer,
-            &identity,
         )
         .map_err(|e| {
             tracing::error!("building the instance request: {e}");
             ctx.stopped()
         })?;
-        match live.send(req).await {
+        match live.send(req, &identity).await {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND && session.is_some() && !retried => {
                 // The instance forgot the session (its own idle expiry):
                 // open it again on the same run, once.
@@ -426,7 +422,7 @@ async fn exchange(
             }
             Err(e) => {
                 tracing::warn!(instance = %live.id, "instance did not answer: {}", e.detail);
-                audit(ctx, "error", Instant::now());
+                audit(ctx, Outcome::Error, Instant::now());
                 return Err(ctx.stopped());
             }
         }
@@ -463,17 +459,11 @@ async fn open_on(ctx: &Ctx<'_>, live: &Live, session: &Session) -> Result<String
         {
             headers.insert("mcp-protocol-version", v);
         }
-        let req = upstream::request(
-            &Method::POST,
-            &headers,
-            body,
-            sid.as_deref(),
-            &ctx.state.signer,
-            &identity,
-        );
+        let req = upstream::request(&Method::POST, &headers, body, sid.as_deref());
+        let identity = &identity;
         async move {
             let req = req.map_err(|_| ())?;
-            let resp = live.send(req).await.map_err(|_| ())?;
+            let resp = live.send(req, identity).await.map_err(|_| ())?;
             let (head, incoming) = resp.into_parts();
             // Read to the end (and drop): the answer was the first run's.
             let _ = http_body_util::Limited::new(incoming, MAX_REPLAY_ANSWER)
@@ -517,8 +507,8 @@ fn record_session(
     parts: &Parts,
     body: &Bytes,
     live: &Live,
-    mut response: http::Response<hyper::body::Incoming>,
-) -> http::Response<hyper::body::Incoming> {
+    mut response: http::Response<Body>,
+) -> http::Response<Body> {
     if ctx.call.method.as_deref() == Some("initialize") && ctx.call.kind == Some(Kind::Request) {
         let Some(inner) = response
             .headers()
@@ -572,98 +562,104 @@ fn record_session(
     response
 }
 
-/// The instance's answer, back to the client: streamed, with a tool call's
-/// outcome audited. A request's guard lives as long as its answer streams;
-/// a GET stream's does not (an open stream alone does not keep an instance
-/// from idling out: it ends when the instance stops, and the client
-/// reconnects).
+/// The instance's answer, back to the client: streamed as it comes, with a
+/// tool call's outcome read on the way ([`outcome`]) and audited when the
+/// answer ends (or the client goes away). A request's guard lives as long
+/// as its answer streams; a GET stream's does not (an open stream alone
+/// does not keep an instance from idling out: it ends when the instance
+/// stops, and the client reconnects).
 async fn respond(
     ctx: &Ctx<'_>,
     method: &Method,
-    response: http::Response<hyper::body::Incoming>,
+    response: http::Response<Body>,
     guard: crate::instances::InflightGuard,
     started: Instant,
 ) -> Response {
-    let (mut head, incoming) = response.into_parts();
+    let (mut head, body) = response.into_parts();
     upstream::strip_hop_by_hop(&mut head.headers);
-    let is_json = head
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if ctx.call.tool.is_some() && is_json {
-        // Read a tool call's JSON answer to audit its outcome.
-        let bytes = match http_body_util::Limited::new(incoming, MAX_AUDITED_ANSWER)
-            .collect()
-            .await
-        {
-            Ok(c) => c.to_bytes(),
-            Err(_) => Bytes::new(),
-        };
-        audit(ctx, outcome_of(head.status, &bytes), started);
-        drop(guard);
-        return Response::from_parts(head, Body::from(bytes));
-    }
-    if ctx.call.tool.is_some() {
-        let outcome = if head.status.is_success() {
-            "ok"
-        } else {
-            "error"
-        };
-        audit(ctx, outcome, started);
-    }
     if *method == Method::GET {
         drop(guard);
-        return Response::from_parts(head, Body::new(incoming));
+        return Response::from_parts(head, body);
     }
-    let stream = incoming.into_data_stream().map_ok(move |chunk| {
+    let audit = ctx.call.tool.is_some().then(|| {
+        let content_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let reader = if content_type.starts_with("text/event-stream") {
+            AnswerReader::sse()
+        } else {
+            AnswerReader::json()
+        };
+        Audit {
+            reader: Some(reader),
+            failed: !head.status.is_success(),
+            record: audit_record(ctx, started),
+        }
+    });
+    let mut audit = audit;
+    let stream = body.into_data_stream().map_ok(move |chunk| {
         let _ = &guard;
+        if let Some(audit) = audit.as_mut() {
+            audit.feed(&chunk);
+        }
         chunk
     });
     Response::from_parts(head, Body::from_stream(stream))
 }
 
-fn outcome_of(status: StatusCode, body: &[u8]) -> &'static str {
-    /// Only what the audit needs: serde skips everything else without
-    /// building it (the answer can be large; this runs on every tool call).
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        error: Option<serde::de::IgnoredAny>,
-        result: Option<ToolResult>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ToolResult {
-        #[serde(rename = "isError")]
-        is_error: Option<bool>,
-    }
-    if !status.is_success() {
-        return "error";
-    }
-    match serde_json::from_slice::<Answer>(body) {
-        Err(_) => "ok",
-        Ok(Answer { error: Some(_), .. }) => "error",
-        Ok(Answer {
-            result: Some(ToolResult {
-                is_error: Some(true),
-            }),
-            ..
-        }) => "tool_error",
-        Ok(_) => "ok",
+/// Audits a tool call once, when its answer has streamed to its end or is
+/// dropped (the client went away): the record is made in `Drop`.
+struct Audit {
+    reader: Option<AnswerReader>,
+    failed: bool,
+    record: Option<Box<dyn FnOnce(Outcome) + Send>>,
+}
+
+impl Audit {
+    fn feed(&mut self, chunk: &[u8]) {
+        if let Some(reader) = self.reader.as_mut() {
+            reader.feed(chunk);
+        }
     }
 }
 
-fn audit(ctx: &Ctx<'_>, outcome: &str, started: Instant) {
-    let Some(tool) = ctx.call.tool.clone() else {
-        return;
-    };
-    ctx.state.audit.record(AuditEntry {
-        at: hangar_store::now(),
-        user_id: ctx.principal.map(|p| p.user_id.clone()),
-        server: ctx.server.name.clone(),
-        tool,
-        outcome: outcome.to_owned(),
-        duration_ms: started.elapsed().as_millis() as i64,
-    });
+impl Drop for Audit {
+    fn drop(&mut self) {
+        let outcome = match self.reader.take() {
+            _ if self.failed => Outcome::Error,
+            Some(reader) => reader.finish(),
+            None => Outcome::Error,
+        };
+        if let Some(record) = self.record.take() {
+            record(outcome);
+        }
+    }
+}
+
+/// What records the call's audit entry, with what it needs owned.
+fn audit_record(ctx: &Ctx<'_>, started: Instant) -> Option<Box<dyn FnOnce(Outcome) + Send>> {
+    let tool = ctx.call.tool.clone()?;
+    let audit = ctx.state.audit.clone();
+    let user_id = ctx.principal.map(|p| p.user_id.clone());
+    let server = ctx.server.name.clone();
+    Some(Box::new(move |outcome: Outcome| {
+        audit.record(AuditEntry {
+            at: hangar_store::now(),
+            user_id,
+            server,
+            tool,
+            outcome: outcome.as_str().to_owned(),
+            duration_ms: started.elapsed().as_millis() as i64,
+        });
+    }))
+}
+
+fn audit(ctx: &Ctx<'_>, outcome: Outcome, started: Instant) {
+    if let Some(record) = audit_record(ctx, started) {
+        record(outcome);
+    }
 }
 
 #[cfg(test)]
@@ -708,21 +704,5 @@ mod tests {
                 "{body}"
             );
         }
-    }
-
-    #[test]
-    fn audit_outcomes_from_answers() {
-        let ok = StatusCode::OK;
-        let big = format!(
-            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{}"}}],"isError":false}}}}"#,
-            "x".repeat(10_000)
-        );
-        assert_eq!(outcome_of(ok, big.as_bytes()), "ok");
-        let tool_error = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#;
-        assert_eq!(outcome_of(ok, tool_error), "tool_error");
-        let rpc_error = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"no"}}"#;
-        assert_eq!(outcome_of(ok, rpc_error), "error");
-        assert_eq!(outcome_of(StatusCode::BAD_GATEWAY, b""), "error");
-        assert_eq!(outcome_of(ok, b"not json"), "ok");
     }
 }

@@ -3,13 +3,13 @@
 //! To the instance: the method, the body and the client's headers minus its
 //! credentials (`Authorization`, cookies: the router never forwards a
 //! client's token), `Origin`, `Host`, hop-by-hop headers and any
-//! `Hangar-Identity` the client made up; plus the router's own signed
-//! assertion and the instance's session id in place of the client's.
+//! `Hangar-Identity` the client made up; plus the instance's session id in
+//! place of the client's. The router's verified identity goes with the
+//! request as [`crate::instances::Live::send`] sees fit for the instance
+//! (handed over in-process, or a signed assertion over HTTP).
 
 use bytes::Bytes;
-use hangar_identity::{Identity, Signer};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use http_body_util::Full;
 use mcp_transport::server::SESSION_HEADER;
 
 /// Headers that describe one hop, never forwarded.
@@ -37,13 +37,11 @@ pub fn request(
     headers: &HeaderMap,
     body: Bytes,
     session: Option<&str>,
-    signer: &Signer,
-    identity: &Identity,
-) -> Result<http::Request<Full<Bytes>>, String> {
+) -> Result<http::Request<Bytes>, String> {
     let mut out = http::Request::builder()
         .method(method.clone())
         .uri("http://instance/mcp")
-        .body(Full::new(body))
+        .body(body)
         .map_err(|e| e.to_string())?;
     let h = out.headers_mut();
     for (name, value) in headers {
@@ -57,11 +55,6 @@ pub fn request(
             HeaderValue::from_str(session).map_err(|e| e.to_string())?,
         );
     }
-    let assertion = signer.assertion(identity).map_err(|e| e.to_string())?;
-    h.insert(
-        HeaderName::from_static(hangar_identity::HEADER),
-        HeaderValue::from_str(&assertion).map_err(|e| e.to_string())?,
-    );
     Ok(out)
 }
 
@@ -83,7 +76,6 @@ mod tests {
 
     #[test]
     fn client_credentials_and_spoofed_assertions_never_reach_instances() {
-        let signer = Signer::from_seed(&[1; 32]).unwrap();
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "Bearer client-secret".parse().unwrap());
         headers.insert("cookie", "sid=1".parse().unwrap());
@@ -91,31 +83,20 @@ mod tests {
         headers.insert("connection", "keep-alive".parse().unwrap());
         headers.insert("mcp-session-id", "the-routers-id".parse().unwrap());
         headers.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
-        let identity = Identity {
-            user: Some("u".into()),
-            user_name: Some("alice".into()),
-            server: "s".into(),
-            instance: "i".into(),
-        };
         let req = request(
             &Method::POST,
             &headers,
             Bytes::new(),
             Some("the-instances-id"),
-            &signer,
-            &identity,
         )
         .unwrap();
         let h = req.headers();
         assert!(h.get("authorization").is_none());
         assert!(h.get("cookie").is_none());
         assert!(h.get("connection").is_none());
+        assert!(h.get(hangar_identity::HEADER).is_none());
         assert_eq!(h.get("mcp-protocol-version").unwrap(), "2025-06-18");
         assert_eq!(h.get_all("mcp-session-id").iter().count(), 1);
         assert_eq!(h.get("mcp-session-id").unwrap(), "the-instances-id");
-        let assertion = h.get(hangar_identity::HEADER).unwrap().to_str().unwrap();
-        assert_ne!(assertion, "forged");
-        let verifier = hangar_identity::Verifier::new(signer.public_key(), "i").unwrap();
-        assert_eq!(verifier.verify(assertion).unwrap(), identity);
     }
 }
