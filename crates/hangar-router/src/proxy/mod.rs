@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use hangar_identity::Identity;
 use hangar_store::AuditEntry;
 use http::request::Parts;
@@ -598,15 +597,51 @@ async fn respond(
             record: audit_record(ctx, started),
         }
     });
-    let mut audit = audit;
-    let stream = body.into_data_stream().map_ok(move |chunk| {
-        let _ = &guard;
-        if let Some(audit) = audit.as_mut() {
-            audit.feed(&chunk);
+    Response::from_parts(
+        head,
+        Body::new(Answer {
+            body,
+            audit,
+            _guard: guard,
+        }),
+    )
+}
+
+/// The body of an answer on its way to the client: the instance's body as
+/// it is (its size too, so a JSON answer keeps its `Content-Length`), each
+/// chunk shown to the tool call's audit, and the instance kept from idling
+/// out until the body is done with.
+struct Answer {
+    body: Body,
+    audit: Option<Audit>,
+    _guard: crate::instances::InflightGuard,
+}
+
+impl http_body::Body for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(data), Some(audit)) = (frame.data_ref(), this.audit.as_mut()) {
+                audit.feed(data);
+            }
         }
-        chunk
-    });
-    Response::from_parts(head, Body::from_stream(stream))
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Audits a tool call once, when its answer has streamed to its end or is
