@@ -341,35 +341,86 @@ async fn a_client_trickling_its_headers_is_cut_off() {
         "authenticated",
         "1m",
     ));
-    let mut slow = tokio::net::TcpStream::connect(serve.addr).await.unwrap();
+    let pid = serve.pid().expect("router pid");
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let rss_kib = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let (fds_before, rss_before) = (fds(), rss_kib());
+    // Many slow clients at once, each sending one byte a second: the
+    // header-read timeout of 10 s ends every one of them, and the router's
+    // descriptors and memory go back to where they were.
+    const SLOW: usize = 200;
     let started = Instant::now();
-    let request = b"POST /mcp/everything HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
-    let mut closed_after = None;
-    // One byte a second: a header-read timeout of 10 s ends it.
-    for i in 0..30 {
-        let byte = request.get(i).copied().unwrap_or(b'a');
-        if slow.write_all(&[byte]).await.is_err() {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
-            Err(_) => {}
-            Ok(_) => {
-                closed_after = Some(started.elapsed());
-                break;
-            }
-        }
+    let clients: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let addr = serve.addr;
+            tokio::spawn(async move {
+                let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let request = b"POST /mcp/everything HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+                for i in 0..30 {
+                    let byte = request.get(i).copied().unwrap_or(b'a');
+                    if slow.write_all(&[byte]).await.is_err() {
+                        return Some(started.elapsed());
+                    }
+                    let mut buf = [0u8; 512];
+                    match tokio::time::timeout(Duration::from_secs(1), slow.read(&mut buf)).await {
+                        Err(_) => {}
+                        Ok(_) => return Some(started.elapsed()),
+                    }
+                }
+                None
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (fds_during, rss_during) = (fds(), rss_kib());
+    let mut latest = Duration::ZERO;
+    for client in clients {
+        let closed_after = client
+            .await
+            .unwrap()
+            .expect("a connection was still open after 30 s");
+        latest = latest.max(closed_after);
     }
-    let closed_after = closed_after.expect("the connection was still open after 30 s");
-    eprintln!("a trickling client was cut off after {closed_after:?}");
-    assert!(closed_after < Duration::from_secs(15), "{closed_after:?}");
+    let mut fds_after = fds();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds_after > fds_before + 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        fds_after = fds();
+    }
+    let rss_after = rss_kib();
+    eprintln!(
+        "{SLOW} trickling clients, all cut off within {latest:?}; router fds {fds_before} → {fds_during} → {fds_after}, RSS {rss_before} → {rss_during} → {rss_after} KiB"
+    );
+    assert!(latest < Duration::from_secs(15), "{latest:?}");
+    assert!(
+        fds_during >= fds_before + SLOW / 2,
+        "the slow clients were connected: {fds_during} fds"
+    );
+    assert!(
+        fds_after <= fds_before + 5,
+        "descriptors not given back: {fds_before} → {fds_after}"
+    );
+    assert!(
+        rss_after <= rss_before + 8 * 1024,
+        "memory not given back: {rss_before} → {rss_after} KiB"
+    );
 }
 
 // ---------------------------------------------------------------------------
 // Crashes and idle stops: new instances, and sessions that live on.
 
-/// The pid of the running `hangar wrap` of alice's instance.
+/// The pid of alice's running instance (its server, under bwrap).
 fn instance_pid(serve: &Serve) -> u32 {
     serve
         .running_instance("alice")
