@@ -62,11 +62,11 @@ const routerRss = [...runs.values()].map((r) => {
     startKb: start?.kb ?? null,
     warmKb: warm?.kb ?? null,
     endKb: end?.kb ?? null,
-    maxKb: kbs.length ? Math.max(...kbs) : null,
+    maxKb: kbs.length ? kbs.reduce((a, b) => (b > a ? b : a)) : null,
     // Open file descriptors: sockets to clients, instances and PostgreSQL.
     startFds: start?.fds ?? null,
     endFds: end?.fds ?? null,
-    maxFds: Math.max(...r.samples.map((s) => s.fds || 0)),
+    maxFds: r.samples.reduce((a, s) => Math.max(a, s.fds || 0), 0),
     // How it ended: SIGTERM → exit, in ms, and its exit status.
     ...stops.get(String(r.run)),
   };
@@ -76,7 +76,7 @@ for (const r of routerRss) if (r.exitStatus && r.why !== "crashed") problems.pus
 
 // ---- free disk space (kB where the data is, where the logs are), every 10 s
 const disk = lines(path.join(OUT, 'disk.tsv')).map((l) => l.split('\t').map(Number));
-const minFreeKb = disk.length ? Math.min(...disk.flatMap(([, a, b]) => [a, b].filter((x) => x >= 0))) : null;
+const minFreeKb = disk.length ? disk.flatMap(([, a, b]) => [a, b].filter((x) => x >= 0)).reduce((m, x) => Math.min(m, x), Infinity) : null;
 if (minFreeKb != null && minFreeKb < 256 * 1024) {
   problems.push(`the disk nearly filled up during the run (${Math.round(minFreeKb / 1024)} MiB free at the least): the figures are unreliable`);
 }

@@ -98,6 +98,10 @@ pub enum CodeRedemption {
 }
 
 /// The outcome of presenting a refresh token.
+/// How long after a refresh token is spent the same client may present it
+/// again and be taken for retrying (see `Store::rotate_refresh_token`).
+pub const REFRESH_RETRY_GRACE: i64 = 60;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refresh {
     /// Valid: it is now spent, and here is its replacement.
@@ -446,7 +450,14 @@ impl Store {
     }
 
     /// Spends a refresh token and issues its replacement (same grant, same
-    /// expiry). A token used twice revokes its whole grant.
+    /// expiry), in one transaction. A token used twice revokes its whole
+    /// grant — unless it is the same client retrying a refresh whose answer
+    /// it never got (the router restarted, or the database went away,
+    /// between spending the token and answering): spent at most
+    /// [`REFRESH_RETRY_GRACE`] ago, and no token of the grant issued since
+    /// has been used. Then the tokens issued for the lost answer are
+    /// superseded (`used = -1`: presenting one later is a reuse, with no
+    /// grace) and the retry gets new ones, so there is still one chain.
     pub async fn rotate_refresh_token(&self, token: &str) -> Result<Refresh> {
         let Some((grant, expires_at)) = self.check_refresh_token(token).await? else {
             return Ok(Refresh::Invalid);
@@ -454,29 +465,85 @@ impl Store {
         let Some((id, _)) = parse_id_secret(token, REFRESH_TOKEN_PREFIX) else {
             return Ok(Refresh::Invalid);
         };
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        // The row stays locked (Postgres) or the database (SQLite) until the
+        // commit: a concurrent rotation of the same token waits, then sees it
+        // spent and the successor issued.
         let won =
-            sqlx::query("UPDATE oauth_refresh_tokens SET used = 1 WHERE id = $1 AND used = 0")
+            sqlx::query("UPDATE oauth_refresh_tokens SET used = $1 WHERE id = $2 AND used = 0")
+                .bind(now)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?
                 .rows_affected()
                 == 1;
         if !won {
-            self.revoke_grant(&grant.id).await?;
-            return Ok(Refresh::Reused { grant_id: grant.id });
+            let used: i64 = sqlx::query("SELECT used FROM oauth_refresh_tokens WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("used")?;
+            // 1: spent before the grace existed; -1: superseded.
+            let in_grace = used > 1 && now - used <= REFRESH_RETRY_GRACE;
+            let later_used: i64 = if in_grace {
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM oauth_refresh_tokens \
+                     WHERE grant_id = $1 AND id <> $2 AND created_at >= $3 AND used <> 0",
+                )
+                .bind(&grant.id)
+                .bind(id)
+                .bind(used)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?
+            } else {
+                0
+            };
+            if !in_grace || later_used > 0 || grant.revoked || expires_at <= now {
+                tx.rollback().await?;
+                if grant.revoked || expires_at <= now {
+                    return Ok(Refresh::Invalid);
+                }
+                self.revoke_grant(&grant.id).await?;
+                return Ok(Refresh::Reused { grant_id: grant.id });
+            }
+            sqlx::query(
+                "UPDATE oauth_refresh_tokens SET used = -1 WHERE grant_id = $1 AND used = 0",
+            )
+            .bind(&grant.id)
+            .execute(&mut *tx)
+            .await?;
         }
-        if grant.revoked || expires_at <= now() {
+        if grant.revoked || expires_at <= now {
+            tx.rollback().await?;
             return Ok(Refresh::Invalid);
         }
         sqlx::query("UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2")
-            .bind(now())
+            .bind(now)
             .bind(&grant.id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        let refresh_token = self.issue_refresh_token(&grant.id, expires_at).await?;
+        let next_id = new_id();
+        let secret = random_secret();
+        sqlx::query(
+            "INSERT INTO oauth_refresh_tokens (id, grant_id, secret_hash, created_at, expires_at, \
+             used) VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(&next_id)
+        .bind(&grant.id)
+        .bind(hash_secret(&secret))
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(Refresh::Rotated {
             grant,
-            refresh_token,
+            refresh_token: format!(
+                "{REFRESH_TOKEN_PREFIX}{next_id}_{}",
+                URL_SAFE_NO_PAD.encode(secret)
+            ),
         })
     }
 

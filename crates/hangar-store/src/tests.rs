@@ -758,7 +758,15 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
         };
         assert_eq!(g.id, grant.id);
         assert_ne!(second, first);
-        // The spent one again: theft, so the grant and all its tokens end.
+        let Refresh::Rotated {
+            refresh_token: third,
+            ..
+        } = s.rotate_refresh_token(&second).await.unwrap()
+        else {
+            panic!("its successor rotates")
+        };
+        // A spent one again after its successor was used: theft, so the
+        // grant and all its tokens end.
         assert_eq!(
             s.rotate_refresh_token(&first).await.unwrap(),
             Refresh::Reused {
@@ -766,7 +774,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_grant() {
             }
         );
         assert_eq!(
-            s.rotate_refresh_token(&second).await.unwrap(),
+            s.rotate_refresh_token(&third).await.unwrap(),
             Refresh::Invalid
         );
         assert!(s.list_grants(&alice.id).await.unwrap().is_empty());
@@ -823,12 +831,76 @@ async fn concurrent_refreshes_of_one_token_have_one_winner() {
             s.rotate_refresh_token(&token),
             s.rotate_refresh_token(&token)
         );
-        let outcomes = [a.unwrap(), b.unwrap()];
-        let rotated = outcomes
-            .iter()
-            .filter(|o| matches!(o, Refresh::Rotated { .. }))
-            .count();
-        assert_eq!(rotated, 1, "{outcomes:?}");
+        // The second is taken for a retry (it waits for the first to commit,
+        // then finds its successor unused): both answer, and only the
+        // tokens of the last answer stay valid, so there is one chain.
+        let issued: Vec<String> = [a.unwrap(), b.unwrap()]
+            .into_iter()
+            .map(|o| match o {
+                Refresh::Rotated { refresh_token, .. } => refresh_token,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let mut valid = 0;
+        let mut reused = 0;
+        for token in &issued {
+            match s.rotate_refresh_token(token).await.unwrap() {
+                Refresh::Rotated { .. } => valid += 1,
+                Refresh::Reused { .. } => reused += 1,
+                Refresh::Invalid => {}
+            }
+        }
+        assert!(valid <= 1, "{issued:?}");
+        assert!(valid + reused >= 1);
+    })
+    .await;
+}
+
+/// Found by scripts/soak.sh: a client whose refresh answer was lost (the
+/// router restarted, PostgreSQL stopped between spending the token and
+/// answering) presented the same token again and lost its grant as if the
+/// token had been stolen. A retry within the grace, before the successor is
+/// used, gets new tokens; the superseded successor then counts as stolen.
+#[tokio::test]
+async fn a_refresh_retried_after_a_lost_answer_keeps_the_grant() {
+    each_backend(|ctx| async move {
+        let s = &ctx.store;
+        let alice = s.add_user("alice", None, false).await.unwrap();
+        let grant = s
+            .create_grant(&alice.id, "c1", None, "http://x/mcp/a", "mcp")
+            .await
+            .unwrap();
+        let first = s
+            .issue_refresh_token(&grant.id, now() + 3600)
+            .await
+            .unwrap();
+        let Refresh::Rotated {
+            refresh_token: lost,
+            ..
+        } = s.rotate_refresh_token(&first).await.unwrap()
+        else {
+            panic!("a fresh token rotates")
+        };
+        // The answer carrying `lost` never reached the client: it retries.
+        let Refresh::Rotated {
+            refresh_token: retried,
+            ..
+        } = s.rotate_refresh_token(&first).await.unwrap()
+        else {
+            panic!("a retry within the grace rotates")
+        };
+        assert!(!s.grant(&grant.id).await.unwrap().unwrap().revoked);
+        let Refresh::Rotated { .. } = s.rotate_refresh_token(&retried).await.unwrap() else {
+            panic!("the retry's token works")
+        };
+        // The lost answer's token, if it turns up, is a stolen copy.
+        assert_eq!(
+            s.rotate_refresh_token(&lost).await.unwrap(),
+            Refresh::Reused {
+                grant_id: grant.id.clone()
+            }
+        );
+        assert!(s.grant(&grant.id).await.unwrap().unwrap().revoked);
     })
     .await;
 }

@@ -275,11 +275,17 @@ async fn journey(mut serve: Serve) {
     let new_refresh = renewed["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(new_refresh, refresh_token, "refresh tokens rotate");
 
-    // Reusing the spent refresh token is theft: the whole grant ends.
+    // The client goes on with its new refresh token…
+    let (status, newer) = refresh(&origin(&serve), &client, &new_refresh).await;
+    assert_eq!(status, StatusCode::OK, "{newer}");
+    let newest = newer["refresh_token"].as_str().unwrap().to_owned();
+    let new_access = access(&newer);
+    // …so the spent one presented again is theft, not a retry (its
+    // successor has been used): the whole grant ends.
     let (status, err) = refresh(&origin(&serve), &client, &refresh_token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["error"], "invalid_grant");
-    let (status, _) = refresh(&origin(&serve), &client, &new_refresh).await;
+    let (status, _) = refresh(&origin(&serve), &client, &newest).await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
