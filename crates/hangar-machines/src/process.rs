@@ -270,18 +270,23 @@ mod tests {
         assert!(!env.contains_key("HANGAR_USER_ID"));
     }
 
+    /// The backend with no sandbox: these tests are about processes.
+    fn unsandboxed() -> ProcessBackend {
+        ProcessBackend::new(
+            ProcessBackendConfig {
+                session_idle_timeout: Duration::from_secs(60),
+            },
+            Sandbox::detect(SandboxMode::Off, vec![]),
+        )
+    }
+
     #[tokio::test]
     async fn a_killed_instance_is_dead_at_once_and_a_stopped_one_too() {
         let dir = std::env::temp_dir().join(format!(
             "hangar-machines-test-{}",
             hangar_common::random::hex(8)
         ));
-        let backend = ProcessBackend::new(
-            ProcessBackendConfig {
-                session_idle_timeout: Duration::from_secs(60),
-            },
-            Sandbox::detect(SandboxMode::Off, vec![]),
-        );
+        let backend = unsandboxed();
         // Stands in for a stdio server: reads its stdin until it closes.
         let spec = |id: &str| InstanceSpec {
             id: id.into(),
@@ -330,12 +335,7 @@ mod tests {
             "hangar-machines-test-{}",
             hangar_common::random::hex(8)
         ));
-        let backend = ProcessBackend::new(
-            ProcessBackendConfig {
-                session_idle_timeout: Duration::from_secs(60),
-            },
-            Sandbox::detect(SandboxMode::Off, vec![]),
-        );
+        let backend = unsandboxed();
         let spec = InstanceSpec {
             id: "c".into(),
             server: "s".into(),

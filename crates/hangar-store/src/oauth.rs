@@ -430,23 +430,7 @@ impl Store {
 
     /// Issues a refresh token for a grant.
     pub async fn issue_refresh_token(&self, grant_id: &str, expires_at: i64) -> Result<String> {
-        let id = new_id();
-        let secret = random_secret();
-        sqlx::query(
-            "INSERT INTO oauth_refresh_tokens (id, grant_id, secret_hash, created_at, expires_at, \
-             used) VALUES ($1, $2, $3, $4, $5, 0)",
-        )
-        .bind(&id)
-        .bind(grant_id)
-        .bind(hash_secret(&secret))
-        .bind(now())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(format!(
-            "{REFRESH_TOKEN_PREFIX}{id}_{}",
-            URL_SAFE_NO_PAD.encode(secret)
-        ))
+        insert_refresh_token(&self.pool, grant_id, expires_at).await
     }
 
     /// Spends a refresh token and issues its replacement (same grant, same
@@ -524,26 +508,11 @@ impl Store {
             .bind(&grant.id)
             .execute(&mut *tx)
             .await?;
-        let next_id = new_id();
-        let secret = random_secret();
-        sqlx::query(
-            "INSERT INTO oauth_refresh_tokens (id, grant_id, secret_hash, created_at, expires_at, \
-             used) VALUES ($1, $2, $3, $4, $5, 0)",
-        )
-        .bind(&next_id)
-        .bind(&grant.id)
-        .bind(hash_secret(&secret))
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
+        let refresh_token = insert_refresh_token(&mut *tx, &grant.id, expires_at).await?;
         tx.commit().await?;
         Ok(Refresh::Rotated {
             grant,
-            refresh_token: format!(
-                "{REFRESH_TOKEN_PREFIX}{next_id}_{}",
-                URL_SAFE_NO_PAD.encode(secret)
-            ),
+            refresh_token,
         })
     }
 
@@ -754,4 +723,29 @@ fn client_from_row(row: &AnyRow) -> Result<OAuthClient> {
         has_secret: secret_hash.is_some(),
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// Stores a new refresh token of `grant_id` (its secret hashed) and returns
+/// it, on the pool or inside a transaction.
+async fn insert_refresh_token<'e, E>(exec: E, grant_id: &str, expires_at: i64) -> Result<String>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let id = new_id();
+    let secret = random_secret();
+    sqlx::query(
+        "INSERT INTO oauth_refresh_tokens (id, grant_id, secret_hash, created_at, expires_at, \
+         used) VALUES ($1, $2, $3, $4, $5, 0)",
+    )
+    .bind(&id)
+    .bind(grant_id)
+    .bind(hash_secret(&secret))
+    .bind(now())
+    .bind(expires_at)
+    .execute(exec)
+    .await?;
+    Ok(format!(
+        "{REFRESH_TOKEN_PREFIX}{id}_{}",
+        URL_SAFE_NO_PAD.encode(secret)
+    ))
 }
