@@ -628,7 +628,13 @@ impl Store {
         // round trip to sqlx's worker thread, so a statement per row cost
         // more than the rows themselves. 7 columns × 100 rows stays under
         // SQLite's oldest limit of 999 parameters.
+        //
+        // SQLite gets anonymous `?` placeholders: for `$N` ones, sqlx looks
+        // every parameter's name up in SQLite's list of names, a linear scan
+        // each (`sqlite3_bind_parameter_name`: 6 % of the router's CPU under
+        // load in the profile of docs/benchmarks.md).
         const ROWS: usize = 100;
+        let numbered = self.backend == Backend::Postgres;
         let mut tx = self.pool.begin().await?;
         for chunk in entries.chunks(ROWS) {
             let mut sql = String::from(
@@ -644,7 +650,11 @@ impl Store {
                     if column > 1 {
                         sql.push_str(", ");
                     }
-                    sql.push_str(&format!("${}", first + column));
+                    if numbered {
+                        sql.push_str(&format!("${}", first + column));
+                    } else {
+                        sql.push('?');
+                    }
                 }
                 sql.push(')');
             }

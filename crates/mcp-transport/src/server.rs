@@ -483,42 +483,12 @@ impl Inner {
                 None,
             );
         }
-        let limit = self.config.limits.max_body_bytes;
-        let bytes = match axum::body::to_bytes(body, limit).await {
-            Ok(b) => b,
-            Err(_) => {
-                return rpc_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    None,
-                    codes::INVALID_REQUEST,
-                    &format!("Payload Too Large: the body exceeds {limit} bytes"),
-                    None,
-                )
-            }
-        };
-        let text = match std::str::from_utf8(&bytes) {
-            Ok(t) => t,
-            Err(_) => {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    codes::PARSE_ERROR,
-                    "Parse error: the body is not UTF-8",
-                    None,
-                )
-            }
-        };
-        let mut message = match Message::parse(text) {
-            Ok(m) => m,
-            Err(e) => {
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    e.code(),
-                    &e.to_string(),
-                    None,
-                )
-            }
+        let mut message = match parts.extensions.get::<Parsed>() {
+            Some(Parsed(message)) => message.clone(),
+            None => match read_message(body, self.config.limits.max_body_bytes).await {
+                Ok(message) => message,
+                Err(refused) => return refused,
+            },
         };
         if let Some(identity) = identity.filter(|_| message.kind() != Kind::Response) {
             message = match message.with_meta_entry(IDENTITY_META, &identity) {
@@ -1093,6 +1063,52 @@ pub fn rpc_error(
             .as_str()
             .to_owned(),
     )
+}
+
+/// A request body already read and parsed by the process that embeds the
+/// endpoint (the router, which reads every body to check it before it
+/// reaches a local instance): put in the request's extensions, it is used
+/// instead of parsing the body again. It must be the body's message; only
+/// code in this process can set it.
+#[derive(Clone)]
+pub struct Parsed(pub Message);
+
+/// Reads a POST body (at most `limit` bytes) as one JSON-RPC message, or
+/// the error response that refuses it.
+async fn read_message(body: Body, limit: usize) -> Result<Message, Response> {
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Err(rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                codes::INVALID_REQUEST,
+                &format!("Payload Too Large: the body exceeds {limit} bytes"),
+                None,
+            ))
+        }
+    };
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(_) => {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                codes::PARSE_ERROR,
+                "Parse error: the body is not UTF-8",
+                None,
+            ))
+        }
+    };
+    Message::parse(text).map_err(|e| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            e.code(),
+            &e.to_string(),
+            None,
+        )
+    })
 }
 
 /// 502 with a JSON-RPC error: the service could not give us a session.

@@ -27,7 +27,7 @@ use hangar_store::AuditEntry;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use mcp_transport::server::SESSION_HEADER;
+use mcp_transport::server::{Parsed, SESSION_HEADER};
 use mcp_transport::{Kind, Message};
 
 use crate::app::AppState;
@@ -153,6 +153,9 @@ pub struct Call {
     /// `resources/subscribe` / `unsubscribe`: the URI.
     pub resource: Option<String>,
     pub kind: Option<Kind>,
+    /// The body as parsed here, handed to a local instance so that it is
+    /// not parsed twice (`mcp_transport::server::Parsed`).
+    pub message: Option<Message>,
 }
 
 impl Call {
@@ -185,6 +188,7 @@ impl Call {
             .flatten(),
             method,
             kind: Some(m.kind()),
+            message: Some(m),
         }
     }
 }
@@ -394,7 +398,7 @@ async fn exchange(
             None => None,
         };
         let identity = ctx.identity(&live);
-        let req = upstream::request(
+        let mut req = upstream::request(
             &parts.method,
             &parts.headers,
             body.clone(),
@@ -404,6 +408,9 @@ async fn exchange(
             tracing::error!("building the instance request: {e}");
             ctx.stopped()
         })?;
+        if let Some(message) = &ctx.call.message {
+            req.extensions_mut().insert(Parsed(message.clone()));
+        }
         match live.send(req, &identity).await {
             Ok(resp) if resp.status() == StatusCode::NOT_FOUND && session.is_some() && !retried => {
                 // The instance forgot the session (its own idle expiry):
