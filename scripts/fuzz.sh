@@ -74,7 +74,10 @@ for t in "${targets[@]}"; do
   [ -d "seeds/$t" ] && corpora+=("seeds/$t")
   extra=()
   [ -f "dict/$t.dict" ] && extra+=("-dict=dict/$t.dict")
-  before=$(find "artifacts/$t" -type f | wc -l)
+  # Findings are crashes, timeouts (over -timeout), out-of-memory and leaks;
+  # libFuzzer's slow-unit-* notes are not (a paused run makes them too).
+  findings_in() { find "artifacts/$1" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l; }
+  before=$(findings_in "$t")
   log="artifacts/$t.log"
   t0=$(date +%s)
   set +e
@@ -84,10 +87,10 @@ for t in "${targets[@]}"; do
   rc=$?
   set -e
   secs=$(($(date +%s) - t0))
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | tail -1 | grep -o '[0-9]*$' || true)
+  rate=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | tail -1 | grep -o '[0-9]*$' || true)
   corpus=$(find "corpus/$t" -type f | wc -l)
-  after=$(find "artifacts/$t" -type f | wc -l)
+  after=$(findings_in "$t")
   if [ "$rc" -ne 0 ] || [ "$after" -gt "$before" ]; then
     failed=1
     what=$(grep -m1 -E '^(thread .* panicked|==[0-9]+== ERROR|SUMMARY)' "$log" | cut -c1-120 || true)

@@ -133,6 +133,11 @@ fuzz_target!(|data: &[u8]| {
             "the router reads another tool name: {text:?}"
         );
     } else {
-        assert!(peek.id.is_none() && peek.method.is_none() && peek.tool.is_none());
+        // A notification or a response: the router reads its id (a
+        // response's, to answer an error with it) and method as the peer
+        // does, and never a tool name (only a tools/call request has one).
+        assert_eq!(peek.id.as_deref(), m.id_raw());
+        assert_eq!(peek.method.as_deref(), m.method());
+        assert!(peek.tool.is_none());
     }
 });
