@@ -111,20 +111,19 @@ impl Backend for ProcessBackend {
             .start()
             .await
             .map_err(|e| BackendError::Start(e.to_string()))?;
-        let endpoint = self.endpoint(wrap);
         Ok(Box::new(LocalInstance {
-            address: Address::InProcess(endpoint.clone()),
-            endpoint,
+            address: Address::InProcess(self.endpoint(wrap)),
             server,
             stopped: AtomicBool::new(false),
         }))
     }
 }
 
-/// A running local instance: its endpoint in this process and its server.
+/// A running local instance: its endpoint in this process (the address)
+/// and its server.
 struct LocalInstance {
+    /// Always `Address::InProcess`.
     address: Address,
-    endpoint: StreamableHttp,
     /// The server process every legacy session talks to; the instance lives
     /// as long as it does. (A modern request's server is started on the
     /// first modern request and started again by the endpoint if it exits.)
@@ -154,7 +153,9 @@ impl Running for LocalInstance {
         }
         // Requests in flight finish (up to the grace), streams end, then
         // every server process of the instance is asked to exit, then killed.
-        self.endpoint.shutdown(STOP_GRACE).await;
+        if let Address::InProcess(endpoint) = &self.address {
+            endpoint.shutdown(STOP_GRACE).await;
+        }
     }
 }
 

@@ -450,6 +450,9 @@ impl Store {
             return Ok(Refresh::Invalid);
         };
         let now = now();
+        if grant.revoked || expires_at <= now {
+            return Ok(Refresh::Invalid);
+        }
         let mut tx = self.pool.begin().await?;
         // The row stays locked (Postgres) or the database (SQLite) until the
         // commit: a concurrent rotation of the same token waits, then sees it
@@ -484,11 +487,8 @@ impl Store {
             } else {
                 0
             };
-            if !in_grace || later_used > 0 || grant.revoked || expires_at <= now {
+            if !in_grace || later_used > 0 {
                 tx.rollback().await?;
-                if grant.revoked || expires_at <= now {
-                    return Ok(Refresh::Invalid);
-                }
                 self.revoke_grant(&grant.id).await?;
                 return Ok(Refresh::Reused { grant_id: grant.id });
             }
@@ -498,10 +498,6 @@ impl Store {
             .bind(&grant.id)
             .execute(&mut *tx)
             .await?;
-        }
-        if grant.revoked || expires_at <= now {
-            tx.rollback().await?;
-            return Ok(Refresh::Invalid);
         }
         sqlx::query("UPDATE oauth_grants SET last_used_at = $1 WHERE id = $2")
             .bind(now)

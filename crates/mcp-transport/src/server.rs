@@ -1059,9 +1059,7 @@ pub fn rpc_error(
 ) -> Response {
     json_response(
         status,
-        Message::error_response(id, code, message, data)
-            .as_str()
-            .to_owned(),
+        Message::error_response(id, code, message, data).to_bytes(),
     )
 }
 
@@ -1154,8 +1152,7 @@ fn cancelled_response(id: &str) -> Response {
             "request was cancelled",
             None,
         )
-        .as_str()
-        .to_owned(),
+        .to_bytes(),
     )
 }
 

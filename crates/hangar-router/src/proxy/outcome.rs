@@ -328,13 +328,13 @@ impl SseLines {
                     }
                     chunk = &chunk[end..];
                     if let Some(&eol) = chunk.first() {
-                        self.end_line(eol, &mut emit);
+                        self.end_line(eol);
                         chunk = &chunk[1..];
                     }
                 }
                 LineState::DataStart => {
                     if b == b'\n' || b == b'\r' {
-                        self.end_line(b, &mut emit);
+                        self.end_line(b);
                     } else {
                         self.state = LineState::Data;
                         if b != b' ' {
@@ -345,7 +345,7 @@ impl SseLines {
                 }
                 LineState::Skip => {
                     if b == b'\n' || b == b'\r' {
-                        self.end_line(b, &mut emit);
+                        self.end_line(b);
                     }
                     chunk = &chunk[1..];
                 }
@@ -360,15 +360,13 @@ impl SseLines {
                             self.last_cr = b == b'\r';
                         } else {
                             // A field with no colon: its name is the line.
-                            if &self.field[..self.field_len.min(5)] == b"data"
-                                && self.field_len == 4
-                            {
+                            if self.is_data() {
                                 self.begin_data(&mut emit);
                             }
-                            self.end_line(b, &mut emit);
+                            self.end_line(b);
                         }
                     } else if b == b':' {
-                        if self.field_len == 4 && &self.field[..4] == b"data" {
+                        if self.is_data() {
                             self.begin_data(&mut emit);
                             self.state = LineState::DataStart;
                         } else {
@@ -393,7 +391,12 @@ impl SseLines {
         self.has_data = true;
     }
 
-    fn end_line(&mut self, eol: u8, _emit: &mut impl FnMut(SseEvent<'_>)) {
+    /// The current line's field is `data`.
+    fn is_data(&self) -> bool {
+        &self.field[..self.field_len] == b"data"
+    }
+
+    fn end_line(&mut self, eol: u8) {
         self.state = LineState::Field;
         self.field_len = 0;
         self.last_cr = eol == b'\r';
